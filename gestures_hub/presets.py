@@ -1,0 +1,113 @@
+"""A registry of named GESTURES configurations, and loading a model from a preset, a folder or a hub id."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .configuration_gestures import GesturesConfig
+from .modeling_gestures import GesturesForVideoClassification
+
+logger = logging.getLogger(__name__)
+
+TINY_VIDEOMAE = {
+    "image_size": 32,
+    "patch_size": 8,
+    "num_channels": 3,
+    "num_frames": 4,
+    "tubelet_size": 2,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration: keyword arguments of ``GesturesConfig`` and what they are for."""
+
+    name: str
+    description: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset("gestures-blstm", "The paper's best model: R(2+1)D-34 8 frames @ 15 fps, 112x112, BLSTM(64).", {}),
+        Preset("gestures-lstm", "R(2+1)D-34 8 frames @ 15 fps, 112x112, LSTM(64).", {"aggregation": "lstm"}),
+        Preset("gestures-mean", "R(2+1)D-34 8 frames @ 15 fps, 112x112, mean pooling.", {"aggregation": "mean"}),
+        Preset("gestures-blstm-32f", "R(2+1)D-34 on 32-frame snippets @ 15 fps, BLSTM(64).",
+               {"frames_per_snippet": 32}),
+        Preset("gestures-blstm-features", "BLSTM(64) on precomputed 512-d snippet features (how the paper trains).",
+               {"encoder": "none", "feature_dim": 512}),
+        Preset("r2plus1d_34", "R(2+1)D-34 encoder (IG-65M layout) with a BLSTM head.", {"encoder": "r2plus1d_34"}),
+        Preset("r2plus1d_18", "torchvision R(2+1)D-18 encoder (Kinetics-400 layout) with a BLSTM head.",
+               {"encoder": "r2plus1d_18"}),
+        Preset("r3d_18", "torchvision R3D-18 encoder with a BLSTM head.", {"encoder": "r3d_18"}),
+        Preset("mc3_18", "torchvision MC3-18 encoder with a BLSTM head.", {"encoder": "mc3_18"}),
+        Preset("tiny-features", "Tests: 16-d features, BLSTM(8), 4 segments.",
+               {"encoder": "none", "feature_dim": 16, "hidden_size": 8, "num_segments": 4}),
+        Preset("tiny-videomae", "Tests: a 2-layer 32-d VideoMAE on 4-frame 32x32 snippets, BLSTM(8).",
+               {"encoder": "videomae", "encoder_config": TINY_VIDEOMAE, "frames_per_snippet": 4,
+                "image_size": 32, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                "hidden_size": 8, "num_segments": 4}),
+    )
+}
+
+
+def get_config(name: str, **overrides: Any) -> GesturesConfig:
+    """The ``GesturesConfig`` of a preset, with keyword overrides."""
+    if name not in PRESETS:
+        raise KeyError(f"Unknown preset {name!r}. Available: {', '.join(PRESETS)}.")
+    return GesturesConfig(**{**PRESETS[name].config, **overrides})
+
+
+def load_model(
+    spec: str | Path, *, weights: str | Path | None = None, **overrides: Any
+) -> tuple[GesturesForVideoClassification, bool]:
+    """Load a classifier from a preset name, a ``save_pretrained`` folder or a hub id.
+
+    A preset is randomly initialised unless ``weights`` (a local checkpoint read by the importers) are given.
+    Returns the model in eval mode and whether it carries trained weights.
+    """
+    if str(spec) in PRESETS:
+        model = GesturesForVideoClassification(get_config(str(spec), **overrides))
+        pretrained = False
+    else:
+        if overrides:
+            raise ValueError("Configuration overrides only apply to presets.")
+        try:
+            model = GesturesForVideoClassification.from_pretrained(str(spec))
+        except OSError as error:
+            raise OSError(
+                f"Could not load a model from {str(spec)!r}: it is neither a preset ({', '.join(PRESETS)}), "
+                f"a folder written by save_pretrained, nor a reachable hub repository. ({error})"
+            ) from error
+        pretrained = True
+    if weights is not None:
+        from .importers import load_weights
+
+        load_weights(model, weights)
+        pretrained = True
+    return model.eval(), pretrained
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "presets",
+        help="list the named model configurations",
+        description="List the named GESTURES configurations accepted wherever a command takes --model.",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    width = max(map(len, PRESETS))
+    for preset in PRESETS.values():
+        print(f"{preset.name:<{width}}  {preset.description}")
+    return 0
