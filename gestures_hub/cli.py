@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from . import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("gestures_hub.presets",)
+COMMAND_MODULES: tuple[str, ...] = ("gestures_hub.presets", "gestures_hub.gestures_import")
 
 
 def build_parser() -> argparse.ArgumentParser:
