@@ -14,7 +14,11 @@ from collections.abc import Sequence
 
 from . import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("gestures_hub.presets", "gestures_hub.gestures_import")
+COMMAND_MODULES: tuple[str, ...] = (
+    "gestures_hub.presets",
+    "gestures_hub.gestures_import",
+    "gestures_hub.hub",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

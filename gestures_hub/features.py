@@ -55,6 +55,12 @@ class FeatureSettings:
     stride: int
     feature_dim: int
     image_size: int
+    model: str = ""
+    """The model the encoder came from (preset, folder or hub id)."""
+    pretrained: bool = True
+    """False when the encoder had random weights (only useful for tests)."""
+    synthetic: bool = False
+    """True when the videos are the package's synthetic cohort."""
     package_version: str = field(default=__version__)
 
     def __post_init__(self) -> None:
@@ -234,6 +240,10 @@ def shard_path(out_dir: str | Path, shard_index: int) -> Path:
     return Path(out_dir) / DATA_DIRNAME / f"{SHARD_PREFIX}{shard_index:05d}.parquet"
 
 
+def _shard_index(stem: str) -> int:
+    return int(stem.removeprefix(SHARD_PREFIX))
+
+
 def completed_videos(out_dir: str | Path) -> set[str]:
     """Ids of the videos that already have a row (reads only the ``video`` column)."""
     done: set[str] = set()
@@ -282,21 +292,36 @@ class FeatureShardWriter:
     Opening an existing folder checks that its settings match, then skips the videos listed in
     :attr:`done`. Rows are validated on :meth:`add`; buffered rows are written by :meth:`flush`,
     automatically every ``videos_per_shard`` rows and when leaving a ``with`` block (also on
-    error, so finished videos are kept). One writer per folder at a time.
+    error, so finished videos are kept).
+
+    Several processes may write into one folder at once: writer ``rank`` of ``world_size`` only uses shard
+    numbers congruent to ``rank`` modulo ``world_size`` (and the videos given to the writers must differ).
     """
 
-    def __init__(self, out_dir: str | Path, settings: FeatureSettings, videos_per_shard: int = 8) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        settings: FeatureSettings,
+        videos_per_shard: int = 8,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if videos_per_shard < 1:
             raise ValueError(f"videos_per_shard must be >= 1, got {videos_per_shard}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
         self.out_dir = Path(out_dir)
         self.settings = settings
         self.videos_per_shard = videos_per_shard
+        self.world_size = world_size
         write_settings(self.out_dir, settings)
         for stale in (self.out_dir / DATA_DIRNAME).glob(f".{SHARD_PREFIX}*.tmp"):
-            stale.unlink()
+            if _shard_index(stale.name.removeprefix(".").split(".")[0]) % world_size == rank:
+                stale.unlink(missing_ok=True)
         self.done = completed_videos(self.out_dir)
-        existing = shard_paths(self.out_dir)
-        self._next_index = int(existing[-1].stem.removeprefix(SHARD_PREFIX)) + 1 if existing else 0
+        last = max((_shard_index(path.stem) for path in shard_paths(self.out_dir)), default=-1)
+        self._next_index = last + 1 + (rank - last - 1) % world_size
         self._buffer: list[dict[str, Any]] = []
 
     def add(self, row: Mapping[str, Any]) -> Path | None:
@@ -313,7 +338,7 @@ class FeatureShardWriter:
         if not self._buffer:
             return None
         path = write_shard(self.out_dir, self._buffer, self._next_index)
-        self._next_index += 1
+        self._next_index += self.world_size
         self._buffer = []
         return path
 

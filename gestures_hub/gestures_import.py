@@ -155,6 +155,7 @@ def import_gestures_features(
         stride=1,
         feature_dim=FEATURE_DIM,
         image_size=IMAGE_SIZE,
+        model="GESTURES published features (R(2+1)D-34 IG-65M + Kinetics; doi:10.5522/04/14781771)",
     )
     report = ImportReport()
     views = [

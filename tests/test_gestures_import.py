@@ -63,6 +63,9 @@ def test_import_into_the_features_schema(tmp_path):
         "stride": 1,
         "feature_dim": 512,
         "image_size": 112,
+        "model": "GESTURES published features (R(2+1)D-34 IG-65M + Kinetics; doi:10.5522/04/14781771)",
+        "pretrained": True,
+        "synthetic": False,
         "package_version": None,
     }
     rows = {r["video"]: r for r in ds.with_format("numpy")}
