@@ -1,0 +1,498 @@
+"""Streaming video reading: a video of any length becomes batches of encoder-ready snippets, in flat memory.
+
+The video is decoded once, front to back, with PyAV. Only the frames the current snippet needs are held.
+
+Resampling rule (sample-and-hold by timestamps, like FFmpeg's ``fps`` filter, correct for variable frame
+rate): output frame ``k`` has time ``t_k = k / fps`` seconds after the first decoded frame and shows the
+last source frame whose timestamp is ``<= t_k + TIME_EPS`` (``TIME_EPS`` absorbs timestamp rounding).
+Output stops before the first ``t_k`` that is not earlier than the end of the last source frame (its
+timestamp plus its duration), so a video of ``D`` seconds gives ``ceil(D * fps)`` frames (up to
+``TIME_EPS``) whatever its own frame rate: a 60 fps and a 25 fps recording of the same scene give frames at
+the same times.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TypeVar
+
+import av
+import numpy as np
+import torch
+from av.video.reformatter import VideoReformatter
+
+from .configuration_gestures import KINETICS_MEAN, KINETICS_STD
+
+TIME_EPS = 1e-3
+"""Seconds of slack when comparing timestamps (source timestamps are rounded to their time base)."""
+MAX_FPS = 1000.0
+"""Average frame rates above this are treated as broken metadata."""
+_NOT_VIDEO_FORMATS = ("tty", "image2", "image2pipe")  # .txt files are "tty" (ANSI art); images "*_pipe"
+_PTS_PER_SECOND = 90_000  # time base of the videos written by ``write_test_video``
+
+T = TypeVar("T")
+
+
+class VideoError(ValueError):
+    """A video that cannot be used: says which file, what is wrong and what to do."""
+
+    def __init__(self, path: str | Path, problem: str, advice: str) -> None:
+        super().__init__(str(path), problem, advice)
+        self.path = str(path)
+        self.problem = problem
+        self.advice = advice
+
+    def __str__(self) -> str:
+        return f"Cannot use video '{self.path}': {self.problem}. {self.advice}"
+
+
+class VideoWarning(UserWarning):
+    """A video that was read only in part (truncated or with corrupt packets)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video's first video stream."""
+
+    path: str
+    duration: float
+    """Seconds."""
+    fps: float
+    """Average frame rate (frames / duration for variable frame rate)."""
+    num_frames: int
+    """Frame count from the container, or an estimate from duration and fps."""
+    width: int
+    height: int
+    codec: str
+
+
+@dataclass
+class SnippetBatch:
+    """Consecutive snippets of one video."""
+
+    pixel_values: torch.Tensor
+    """float32 (N, 3, T, H, W), normalised."""
+    start_frames: torch.Tensor
+    """int64 (N,): index of each snippet's first frame among the resampled frames."""
+    start_times: torch.Tensor
+    """float64 (N,): seconds from the first frame, ``start_frames / fps``."""
+
+    def __len__(self) -> int:
+        return len(self.start_frames)
+
+
+def count_snippets(num_frames: int, frames_per_snippet: int, stride: int | None = None) -> int:
+    """How many snippets ``iter_snippets`` cuts from ``num_frames`` resampled frames."""
+    stride = frames_per_snippet if stride is None else stride
+    return max(0, (num_frames - frames_per_snippet) // stride + 1)
+
+
+def probe_video(path: str | Path, *, min_duration: float = 0.0) -> VideoInfo:
+    """Read a video's metadata, raising ``VideoError`` if it is not a usable video of ``min_duration`` s."""
+    with _open(path) as container:
+        info = _describe(container, path)
+    if info.duration + TIME_EPS < min_duration:
+        raise VideoError(
+            path,
+            f"it lasts {info.duration:.2f} s but at least {min_duration:.2f} s are needed",
+            "Use a longer recording, or a model with shorter snippets.",
+        )
+    return info
+
+
+def iter_frames(path: str | Path, *, fps: float, size: int) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(time, frame)``: frames resampled to ``fps`` (see the module docstring for the rule),
+    resized so the shorter side is ``size`` and centre-cropped, as uint8 RGB ``(size, size, 3)`` arrays.
+
+    Raises ``VideoError`` for unusable files; warns with ``VideoWarning`` if only part could be decoded.
+    """
+    if not fps > 0 or size < 1:
+        raise ValueError(f"fps and size must be positive, got fps={fps!r}, size={size!r}.")
+    with _open(path) as container:
+        info = _describe(container, path)
+        reformatter = VideoReformatter()
+        for time, frame in _resample(_decode(container, info), fps):
+            yield time, _to_rgb(reformatter, frame, size)
+
+
+def iter_snippets(
+    path: str | Path,
+    *,
+    fps: float = 15.0,
+    frames_per_snippet: int = 8,
+    stride: int | None = None,
+    size: int = 112,
+    mean: Sequence[float] = KINETICS_MEAN,
+    std: Sequence[float] = KINETICS_STD,
+    batch_size: int = 8,
+    prefetch_depth: int = 2,
+) -> Iterator[SnippetBatch]:
+    """Batches of snippets of ``frames_per_snippet`` resampled frames, snippet ``j`` starting at frame
+    ``j * stride`` (``stride`` defaults to ``frames_per_snippet``: non-overlapping; 1 gives the paper's dense
+    features). Pixels are RGB in [0, 1] normalised with ``mean`` and ``std``.
+
+    The file is probed now (``VideoError`` if it is unusable or shorter than one snippet); it is decoded in
+    a background thread ``prefetch_depth`` batches ahead of the consumer (0: in the consumer's thread).
+    """
+    stride = frames_per_snippet if stride is None else stride
+    if not fps > 0 or min(frames_per_snippet, stride, batch_size) < 1 or prefetch_depth < 0:
+        raise ValueError(
+            "fps must be > 0, frames_per_snippet, stride and batch_size >= 1 and prefetch_depth >= 0, got "
+            f"{fps}, {frames_per_snippet}, {stride}, {batch_size} and {prefetch_depth}."
+        )
+    probe_video(path, min_duration=frames_per_snippet / fps)
+    std_ = np.asarray(std, dtype=np.float64).reshape(3, 1, 1)
+    scale = (1.0 / (255.0 * std_)).astype(np.float32)
+    shift = (np.asarray(mean, dtype=np.float64).reshape(3, 1, 1) / std_).astype(np.float32)
+    frames = (_normalise(rgb, scale, shift) for _, rgb in iter_frames(path, fps=fps, size=size))
+    batches = _snippet_batches(
+        path, frames, fps=fps, frames_per_snippet=frames_per_snippet, stride=stride, batch_size=batch_size
+    )
+    return prefetch(batches, prefetch_depth) if prefetch_depth else batches
+
+
+def prefetch(iterable: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``iterable`` in a background thread, at most ``depth`` items ahead of the consumer.
+
+    Exceptions of the producer are raised in the consumer. When the consumer stops early (``break``,
+    ``close()``, an exception) the producer stops after its current item, is closed, and its thread joined.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}.")
+    items: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    thread = threading.Thread(target=_produce, args=(iter(iterable), items, stop), daemon=True, name="prefetch")
+    thread.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        while not items.empty():  # unblock a producer waiting on a full queue; it then sees ``stop``
+            items.get_nowait()
+        thread.join()
+
+
+def _produce(iterator: Iterator[object], items: queue.Queue[tuple[str, object]], stop: threading.Event) -> None:
+    try:
+        for item in iterator:
+            items.put(("item", item))
+            if stop.is_set():
+                return
+        items.put(("done", None))
+    except BaseException as error:  # handed to the consumer
+        items.put(("error", error))
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+@contextmanager
+def _open(path: str | Path) -> Iterator[av.container.InputContainer]:
+    file = Path(path)
+    if not file.exists():
+        raise VideoError(path, "the file does not exist", "Check the path and the current directory.")
+    if not file.is_file():
+        raise VideoError(path, "it is not a regular file", "Give the path of a video file, not of a folder.")
+    if file.stat().st_size == 0:
+        raise VideoError(path, "the file is empty (0 bytes)", "Copy or export the video again.")
+    try:
+        container = av.open(str(file))
+    except av.FFmpegError as error:
+        raise VideoError(
+            path,
+            f"FFmpeg cannot read it ({error}): it is not a video, or it is damaged or truncated (an MP4 cut "
+            "short loses its index)",
+            "Check that it plays in a video player; copy or export it again.",
+        ) from error
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+def _describe(container: av.container.InputContainer, path: str | Path) -> VideoInfo:
+    """Check the container holds a usable video stream and describe it."""
+    format_name = container.format.name
+    if format_name in _NOT_VIDEO_FORMATS or format_name.endswith("_pipe"):
+        streams = ", ".join(_codec_name(stream) for stream in container.streams) or "nothing"
+        raise VideoError(
+            path,
+            f"it is not a video: FFmpeg reads it as format '{format_name}' ({streams}), e.g. an image or a "
+            "text file with a video extension",
+            "Give a video file.",
+        )
+    if not container.streams:
+        raise VideoError(
+            path,
+            "no audio or video stream was found; the file is probably truncated (e.g. an MP4 cut before its "
+            "'moov' index)",
+            "Copy or export the video again.",
+        )
+    if not container.streams.video:
+        found = ", ".join(f"{stream.type} ({_codec_name(stream)})" for stream in container.streams)
+        raise VideoError(path, f"it has no video stream, only {found}", "Give a file with a video track.")
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else 0.0
+    _check_fps(path, fps)
+    if stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        duration = container.duration / av.time_base
+    else:
+        duration = stream.frames / fps
+    if not duration > 0:
+        raise VideoError(
+            path,
+            "its duration is unknown or zero",
+            "Remux it into an MP4 with timestamps, e.g. `ffmpeg -i IN -c copy OUT.mp4`.",
+        )
+    codec = stream.codec_context
+    num_frames = stream.frames or round(duration * fps)
+    return VideoInfo(str(path), duration, fps, num_frames, codec.width, codec.height, codec.name)
+
+
+def _codec_name(stream: av.stream.Stream) -> str:
+    context = getattr(stream, "codec_context", None)  # data streams (e.g. timecodes) have none
+    return context.name if context is not None else "no codec"
+
+
+def _check_fps(path: str | Path, fps: float) -> None:
+    if not 0 < fps <= MAX_FPS:
+        raise VideoError(
+            path,
+            f"its frame rate {fps:g} fps is unknown or absurd (expected between 0 and {MAX_FPS:g})",
+            "The timestamps are probably broken; re-encode it, e.g. `ffmpeg -i IN -r 30 OUT.mp4`.",
+        )
+
+
+def _decode(container: av.container.InputContainer, info: VideoInfo) -> Iterator[tuple[float, float, av.VideoFrame]]:
+    """Yield ``(start, end, frame)`` in presentation order, in seconds.
+
+    Timestamps going backwards are clamped; a missing timestamp continues from the previous frame; a
+    missing duration is the previous frame's. Undecodable packets are skipped; a ``VideoWarning`` tells
+    if any were, or if the decoded frames end well before the announced duration (a truncated file).
+    """
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    first = start = None
+    end, duration, skipped = 0.0, 1.0 / info.fps, 0
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:
+                skipped += 1
+                continue
+            for frame in frames:
+                previous, start = start, end if frame.time is None else float(frame.time)
+                if previous is None:
+                    first = start
+                else:
+                    start = max(start, previous)
+                    duration = start - previous or duration
+                if frame.duration:
+                    duration = float(frame.duration * frame.time_base)
+                end = start + duration
+                yield start, end, frame
+    except av.FFmpegError as error:
+        raise VideoError(
+            info.path,
+            f"decoding failed after {end:.2f} s ({error})",
+            "Re-encode it to H.264, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`.",
+        ) from error
+    damage = [f"{skipped} corrupt packet(s) were skipped"] if skipped else []
+    if first is None:
+        raise VideoError(info.path, "no frame could be decoded", "The file is truncated or damaged; re-export it.")
+    if end - first < info.duration - max(0.5, 0.05 * info.duration):
+        damage.insert(0, f"only {end - first:.2f} s of the {info.duration:.2f} s it announces could be decoded")
+    if damage:
+        warnings.warn(
+            f"Video '{info.path}': {' and '.join(damage)}; it is probably truncated or damaged. Results cover "
+            "what could be decoded; re-export the video to use all of it.",
+            VideoWarning,
+            stacklevel=2,
+        )
+
+
+def _resample(frames: Iterable[tuple[float, float, T]], fps: float) -> Iterator[tuple[float, T]]:
+    """Sample-and-hold ``(start, end, item)`` at ``k / fps`` s after the first start (module docstring).
+
+    Items must not be None.
+    """
+    k = 0
+    origin = end = 0.0
+    held: T | None = None
+    for start, stop, item in frames:
+        if held is None:
+            origin = start
+        while held is not None and k / fps < start - origin - TIME_EPS:
+            yield k / fps, held
+            k += 1
+        held, end = item, stop
+    while held is not None and k / fps < end - origin - TIME_EPS:
+        yield k / fps, held
+        k += 1
+
+
+def _to_rgb(reformatter: VideoReformatter, frame: av.VideoFrame, size: int) -> np.ndarray:
+    """Resize so the shorter side is ``size`` (area averaging), centre-crop to a square, turn it upright
+    (display rotation metadata, e.g. of phone videos), as uint8 RGB."""
+    scale = size / min(frame.width, frame.height)
+    width, height = max(size, round(frame.width * scale)), max(size, round(frame.height * scale))
+    # one swscale thread: 30% faster than "auto" for such small outputs, and the decoder has the cores
+    rgb = reformatter.reformat(
+        frame, width=width, height=height, format="rgb24", interpolation="AREA", threads=1
+    ).to_ndarray()
+    top, left = (height - size) // 2, (width - size) // 2
+    square = rgb[top : top + size, left : left + size]
+    return np.ascontiguousarray(np.rot90(square, round(frame.rotation / 90) % 4))  # rotation: counter-clockwise
+
+
+def _normalise(rgb: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) to float32 (3, H, W) ``(rgb / 255 - mean) / std``.
+
+    NumPy, not torch: torch's OpenMP threads on such small tensors fight the decoder's and the model's
+    threads (measured 10-100x slower on 2 busy cores).
+    """
+    out = np.multiply(rgb.transpose(2, 0, 1), scale, dtype=np.float32)
+    out -= shift
+    return out
+
+
+def _snippet_batches(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    *,
+    fps: float,
+    frames_per_snippet: int,
+    stride: int,
+    batch_size: int,
+) -> Iterator[SnippetBatch]:
+    """Cut (3, H, W) frames into snippets, copied straight into batch arrays; holds ``frames_per_snippet``
+    frames at most."""
+    window: deque[np.ndarray] = deque(maxlen=frames_per_snippet)
+    batch = np.empty(0)
+    starts: list[int] = []
+    produced = False
+    for index, frame in enumerate(frames):
+        window.append(frame)
+        start = index - frames_per_snippet + 1
+        if start < 0 or start % stride:
+            continue
+        if not starts:
+            batch = np.empty((batch_size, frame.shape[0], frames_per_snippet, *frame.shape[1:]), np.float32)
+        np.stack(window, axis=1, out=batch[len(starts)])
+        starts.append(start)
+        if len(starts) == batch_size:
+            yield _batch(batch, starts, fps)
+            starts, produced = [], True
+    if starts:
+        yield _batch(batch[: len(starts)], starts, fps)
+    elif not produced:
+        raise VideoError(
+            path, f"fewer than {frames_per_snippet} frames could be decoded", "Use a longer or undamaged video."
+        )
+
+
+def _batch(pixel_values: np.ndarray, starts: list[int], fps: float) -> SnippetBatch:
+    start_frames = np.array(starts, dtype=np.int64)
+    return SnippetBatch(
+        torch.from_numpy(pixel_values), torch.from_numpy(start_frames), torch.from_numpy(start_frames / fps)
+    )
+
+
+def write_test_video(
+    path: str | Path,
+    *,
+    duration: float,
+    fps: float,
+    size: tuple[int, int] = (64, 48),
+    pattern: str = "index",
+    vfr_timestamps: Sequence[float] | None = None,
+    rotation: int = 0,
+    crf: int = 16,
+) -> Path:
+    """Encode an H.264 video (container from the suffix, e.g. ``.mp4``, ``.mkv``) whose frames show their time.
+
+    Frames are at ``i / fps`` for ``i < round(duration * fps)``, or at ``vfr_timestamps`` (seconds,
+    increasing, below ``duration``; B-frames are then disabled so that MP4 keeps each frame's duration).
+    The last frame lasts until ``duration``. ``size`` is (width, height) as stored; ``rotation`` (degrees
+    counter-clockwise) is written as display metadata, like phones do. ``crf`` is x264's quality (lower is
+    better; the default keeps the "index" colours). Patterns:
+
+    - ``"index"``: each frame is one flat colour encoding its index; read it back with ``read_frame_index``.
+    - ``"bar"``: a bright vertical bar sweeps left to right once per second over a textured, slightly
+      noisy background (realistic bit rate); its centre is at ``x = round((t % 1) * width)``.
+    """
+    times = [i / fps for i in range(round(duration * fps))] if vfr_timestamps is None else list(vfr_timestamps)
+    pts = [round(t * _PTS_PER_SECOND) for t in [*times, duration]]
+    if pts[0] < 0 or any(b <= a for a, b in zip(pts, pts[1:], strict=False)):
+        raise ValueError("Frame times must be >= 0, increasing and below the duration.")
+    width, height = size
+    paint = _painter(pattern, width, height)
+    options = {"crf": str(crf), "preset": "veryfast", **({"bf": "0"} if vfr_timestamps is not None else {})}
+    durations = {a: b - a for a, b in zip(pts, pts[1:], strict=False)}
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001), options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, _PTS_PER_SECOND)
+        if rotation:
+            stream.set_display_rotation(rotation)  # PyAV >= 18
+
+        def mux(packets: list[av.Packet]) -> None:
+            for packet in packets:
+                packet.duration = durations[packet.pts]
+                container.mux(packet)
+
+        for index, (time, stamp) in enumerate(zip(times, pts, strict=False)):
+            frame = av.VideoFrame.from_ndarray(paint(index, time), format="rgb24")
+            frame.pts, frame.time_base = stamp, Fraction(1, _PTS_PER_SECOND)
+            mux(stream.encode(frame))
+        mux(stream.encode(None))
+    return Path(path)
+
+
+def read_frame_index(rgb: np.ndarray) -> int:
+    """The frame index encoded by ``write_test_video(pattern="index")`` in an RGB frame (any size)."""
+    levels = np.rint((rgb.reshape(-1, 3).mean(axis=0) - 8.0) / 16.0).astype(int).clip(0, 15)
+    return int(levels[0] + 16 * levels[1] + 256 * levels[2])
+
+
+def _painter(pattern: str, width: int, height: int) -> Callable[[int, float], np.ndarray]:
+    """A function ``(index, time) -> uint8 (height, width, 3)`` drawing ``pattern``."""
+    if pattern == "index":
+        return lambda index, _: np.broadcast_to(
+            np.array([index % 16, index // 16 % 16, index // 256 % 16], dtype=np.uint8) * 16 + 8, (height, width, 3)
+        ).copy()
+    if pattern == "bar":
+        rng = np.random.default_rng(0)
+        coarse = rng.integers(40, 160, size=(height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+        background = np.kron(coarse, np.ones((16, 16, 1), dtype=np.uint8))[:height, :width]
+        noises = rng.integers(0, 6, size=(4, height, width, 1), dtype=np.uint8)
+        bar = max(2, width // 20)
+
+        def paint(index: int, time: float) -> np.ndarray:
+            image = background + noises[index % len(noises)]
+            centre = round((time % 1.0) * width)
+            image[:, max(0, centre - bar // 2) : centre + bar // 2 + 1] = 240
+            return image
+
+        return paint
+    raise ValueError(f"Unknown pattern {pattern!r}; use 'index' or 'bar'.")
