@@ -16,8 +16,11 @@ from . import __version__
 
 COMMAND_MODULES: tuple[str, ...] = (
     "gestures_hub.presets",
+    "gestures_hub.extract",
     "gestures_hub.gestures_import",
     "gestures_hub.hub",
+    "gestures_hub.synthetic",
+    "gestures_hub.train", "gestures_hub.reproduce",
 )
 
 

@@ -186,7 +186,7 @@ def validate_row(row: Mapping[str, Any], feature_dim: int) -> dict[str, Any]:
     }
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(file)`` on a hidden temporary file next to ``path``, then rename it."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -215,7 +215,7 @@ def write_settings(out_dir: str | Path, settings: FeatureSettings) -> Path:
             return path
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(settings.to_dict(), indent=2) + "\n"
-    _atomic_write(path, lambda file: file.write(text.encode()))
+    atomic_write(path, lambda file: file.write(text.encode()))
     return path
 
 
@@ -282,7 +282,7 @@ def write_shard(out_dir: str | Path, rows: Iterable[Mapping[str, Any]], shard_in
         raise ValueError(f"Videos already in {out_dir} or repeated in this shard: {repeated}")
     table = _shard_table(rows, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda file: pq.write_table(table, file))
+    atomic_write(path, lambda file: pq.write_table(table, file))
     return path
 
 
