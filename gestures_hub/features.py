@@ -22,7 +22,7 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,8 @@ class FeatureSettings:
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSettings:
         """Build from a dict, ignoring unknown keys (written by newer versions)."""
         names = {f.name for f in fields(cls)}
-        missing = names - set(data) - {"package_version"}
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        missing = required - set(data)
         if missing:
             raise ValueError(f"Feature settings lack {sorted(missing)}")
         return cls(**{k: v for k, v in data.items() if k in names})

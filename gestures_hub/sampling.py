@@ -97,7 +97,6 @@ def segment_indices(
     ``rng`` (a numpy Generator or a seed) drives the random draws; ``video`` names the
     sequence in errors.
     """
-    concentration = parse_gamma(gamma)
     ranges = segment_ranges(
         num_vectors,
         num_segments=num_segments,
@@ -105,28 +104,34 @@ def segment_indices(
         stride=stride,
         video=video,
     )
-    rng = np.random.default_rng(rng)
-    indices = [
-        _frame_to_vector(_draw_start(first, last, concentration, rng), first, last, stride, num_vectors)
-        for first, last in ranges
-    ]
-    return np.asarray(indices, dtype=np.int64)
+    first, last = np.array(ranges).T
+    return draw_indices(first, last, num_vectors, stride=stride, gamma=gamma, rng=np.random.default_rng(rng))
 
 
-def _draw_start(first: int, last: int, concentration: float | None, rng: np.random.Generator) -> int:
+def draw_indices(
+    first: np.ndarray,
+    last: np.ndarray,
+    num_vectors: np.ndarray | int,
+    *,
+    stride: int = 1,
+    gamma: Gamma | str = "middle",
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Draw one snippet start per segment range ``[first, last]`` (frames, arrays of any shape) and map it to
+    the nearest vector of features at ``stride``; vectorised core of :func:`segment_indices`."""
+    concentration = parse_gamma(gamma)
+    if concentration is not None and rng is None:
+        raise ValueError(f"gamma={gamma!r} draws at random: pass a numpy Generator.")
     if concentration is None:
-        return int(round((first + last) / 2))
-    if concentration == 1:
-        return int(rng.integers(first, last + 1))
-    return int(np.rint(rng.beta(concentration, concentration) * (last - first) + first))
-
-
-def _frame_to_vector(frame: int, first: int, last: int, stride: int, num_vectors: int) -> int:
-    index = int(np.rint(frame / stride))
+        frames = np.rint((first + last) / 2)
+    elif concentration == 1:
+        frames = rng.integers(first, last + 1)
+    else:
+        frames = np.rint(rng.beta(concentration, concentration, np.shape(first)) * (last - first) + first)
+    index = np.rint(frames / stride)
     lowest, highest = -(-first // stride), last // stride
-    if lowest <= highest:
-        index = min(max(index, lowest), highest)
-    return min(max(index, 0), num_vectors - 1)
+    index = np.where(lowest <= highest, np.clip(index, lowest, highest), index)
+    return np.clip(index, 0, np.asarray(num_vectors) - 1).astype(np.int64)
 
 
 def _check_positive(**values: int) -> None:

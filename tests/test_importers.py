@@ -53,7 +53,9 @@ def randomise_batchnorm(model: nn.Module) -> None:
             module.running_var.uniform_(0.5, 1.5)
 
 
-@pytest.mark.parametrize(("preset", "bidirectional"), [("gestures-blstm-features", True), ("gestures-blstm-features", False)])
+@pytest.mark.parametrize(
+    ("preset", "bidirectional"), [("gestures-blstm-features", True), ("gestures-blstm-features", False)]
+)
 def test_original_recurrent_checkpoint_gives_identical_logits(preset, bidirectional, tmp_path):
     torch.manual_seed(0)
     original = RecurrentModel(hidden_size=64, bidirectional=bidirectional).eval()
@@ -96,7 +98,9 @@ def test_torchvision_layout_r2plus1d_34_is_rejected_with_the_shape_difference(tm
     plain = tv.VideoResNet(tv.BasicBlock, [tv.Conv2Plus1D] * 4, [3, 4, 6, 3], tv.R2Plus1dStem)
     torch.save(plain.state_dict(), tmp_path / "plain.pth")
     model = GesturesForVideoClassification(get_config("gestures-blstm"))
-    with pytest.raises(CheckpointError, match=r"plain.pth: .*wrong shapes .*layer2.0.conv2.0.0.weight: checkpoint \(230"):
+    with pytest.raises(
+        CheckpointError, match=r"plain.pth: .*wrong shapes .*layer2.0.conv2.0.0.weight: checkpoint \(230"
+    ):
         load_weights(model, tmp_path / "plain.pth")
 
 
@@ -123,15 +127,32 @@ class Payload:
         (lambda p: torch.save({"w": Payload()}, p), "gestures-blstm-features", "refused to load.*weights_only"),
         (lambda p: p.write_bytes(b"not a checkpoint"), "gestures-blstm-features", "not a readable PyTorch checkpoint"),
         (lambda p: torch.save([1, 2, 3], p), "gestures-blstm-features", "expected a state dict"),
-        (lambda p: torch.save({"encoder.weight": torch.ones(1)}, p), "gestures-blstm-features", "Unrecognised checkpoint"),
-        (lambda p: torch.save(RecurrentModel(hidden_size=32, bidirectional=True).state_dict(), p),
-         "gestures-blstm-features", r"wrong shapes .*gestures.aggregator.rnn.weight_ih_l0: checkpoint \(128, 512\) vs "
-                                    r"model \(256, 512\)"),
-        (lambda p: torch.save(RecurrentModel(hidden_size=64, bidirectional=False).state_dict(), p),
-         "gestures-blstm-features", "bidirectionality does not match"),
-        (lambda p: torch.save(MeanModel().state_dict(), p), "gestures-blstm-features", "mean-pooling .*aggregation='blstm'"),
-        (lambda p: torch.save(tv.mc3_18(weights=None).state_dict(), p), "gestures-blstm-features",
-         "needs a video ResNet encoder"),
+        (
+            lambda p: torch.save({"encoder.weight": torch.ones(1)}, p),
+            "gestures-blstm-features",
+            "Unrecognised checkpoint",
+        ),
+        (
+            lambda p: torch.save(RecurrentModel(hidden_size=32, bidirectional=True).state_dict(), p),
+            "gestures-blstm-features",
+            r"wrong shapes .*gestures.aggregator.rnn.weight_ih_l0: checkpoint \(128, 512\) vs "
+            r"model \(256, 512\)",
+        ),
+        (
+            lambda p: torch.save(RecurrentModel(hidden_size=64, bidirectional=False).state_dict(), p),
+            "gestures-blstm-features",
+            "bidirectionality does not match",
+        ),
+        (
+            lambda p: torch.save(MeanModel().state_dict(), p),
+            "gestures-blstm-features",
+            "mean-pooling .*aggregation='blstm'",
+        ),
+        (
+            lambda p: torch.save(tv.mc3_18(weights=None).state_dict(), p),
+            "gestures-blstm-features",
+            "needs a video ResNet encoder",
+        ),
     ],
 )
 def test_bad_checkpoints_give_clear_errors(make, preset, message, tmp_path):

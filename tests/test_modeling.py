@@ -19,7 +19,12 @@ def features_model(aggregation: str, **overrides) -> GesturesForVideoClassificat
 def test_default_config_is_the_paper_blstm():
     config = GesturesConfig()
     assert config.to_diff_dict() == get_config("gestures-blstm").to_diff_dict()
-    assert (config.encoder, config.aggregation, config.hidden_size, config.num_layers) == ("r2plus1d_34", "blstm", 64, 1)
+    assert (config.encoder, config.aggregation, config.hidden_size, config.num_layers) == (
+        "r2plus1d_34",
+        "blstm",
+        64,
+        1,
+    )
     assert (config.frames_per_snippet, config.fps, config.image_size, config.num_segments) == (8, 15.0, 112, 16)
     assert config.feature_dim == 512 and config.gamma == 4.0
     assert config.id2label == {0: "FOS", 1: "TCS"} and config.label2id == {"FOS": 0, "TCS": 1}
@@ -73,10 +78,13 @@ def test_feature_model_shapes(aggregation):
     assert out.snippet_features.shape == (3, 7, 16)
     assert out.loss.ndim == 0 and out.loss > 0
     base = GesturesModel(model.config)
-    base.load_state_dict({k.removeprefix("gestures."): v for k, v in model.state_dict().items()
-                          if k.startswith("gestures.")})
-    assert torch.allclose(base.eval()(snippet_features=torch.ones(1, 4, 16)).pooler_output,
-                          model(snippet_features=torch.ones(1, 4, 16)).pooler_output)
+    base.load_state_dict(
+        {k.removeprefix("gestures."): v for k, v in model.state_dict().items() if k.startswith("gestures.")}
+    )
+    assert torch.allclose(
+        base.eval()(snippet_features=torch.ones(1, 4, 16)).pooler_output,
+        model(snippet_features=torch.ones(1, 4, 16)).pooler_output,
+    )
 
 
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
@@ -147,11 +155,20 @@ def test_frozen_encoder_stays_in_eval_mode_and_gets_no_gradients():
     ("call", "message"),
     [
         (lambda m: m(), "exactly one of `pixel_values` or `snippet_features`"),
-        (lambda m: m(snippet_features=torch.randn(1, 3, 15)), r"snippet_features must have shape \(batch, snippets, 16\)"),
-        (lambda m: m(snippet_features=torch.randn(1, 3, 16), attention_mask=torch.ones(1, 4)), "attention_mask has shape"),
+        (
+            lambda m: m(snippet_features=torch.randn(1, 3, 15)),
+            r"snippet_features must have shape \(batch, snippets, 16\)",
+        ),
+        (
+            lambda m: m(snippet_features=torch.randn(1, 3, 16), attention_mask=torch.ones(1, 4)),
+            "attention_mask has shape",
+        ),
         (lambda m: m(pixel_values=torch.randn(1, 3, 8, 32, 32)), r"pixel_values must have shape \(batch, snippets, 3"),
         (lambda m: m(pixel_values=torch.randn(1, 2, 3, 8, 32, 32)), "no encoder"),
-        (lambda m: m(snippet_features=torch.randn(1, 3, 16), attention_mask=torch.zeros(1, 3)), "at least one unmasked"),
+        (
+            lambda m: m(snippet_features=torch.randn(1, 3, 16), attention_mask=torch.zeros(1, 3)),
+            "at least one unmasked",
+        ),
     ],
 )
 def test_bad_inputs_are_rejected_clearly(call, message):

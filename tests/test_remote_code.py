@@ -35,8 +35,10 @@ LOADER = textwrap.dedent(
 )
 
 CASES = {
-    "tiny-features": lambda: {"snippet_features": torch.randn(2, 5, 16),
-                              "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])},
+    "tiny-features": lambda: {
+        "snippet_features": torch.randn(2, 5, 16),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+    },
     "tiny-videomae": lambda: {"pixel_values": torch.randn(1, 3, 3, 4, 32, 32)},
     "r2plus1d_18": lambda: {"pixel_values": torch.randn(1, 2, 3, 8, 32, 32)},
 }
@@ -47,7 +49,10 @@ def load_elsewhere(source: str, inputs: dict, tmp_path, env: dict | None = None)
     (tmp_path / "loader.py").write_text(LOADER)
     result = subprocess.run(
         [sys.executable, str(tmp_path / "loader.py"), source, str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
-        cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, capture_output=True, text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -57,8 +62,12 @@ def load_elsewhere(source: str, inputs: dict, tmp_path, env: dict | None = None)
 def reference(model: GesturesForVideoClassification, inputs: dict) -> dict:
     with torch.no_grad():
         out = model(**inputs)
-    return {"logits": out.logits, "snippet_logits": out.snippet_logits, "pooler_output": out.pooler_output,
-            "snippet_features": out.snippet_features}
+    return {
+        "logits": out.logits,
+        "snippet_logits": out.snippet_logits,
+        "pooler_output": out.pooler_output,
+        "snippet_features": out.snippet_features,
+    }
 
 
 @pytest.mark.parametrize("preset", list(CASES))
@@ -67,8 +76,14 @@ def test_save_then_load_with_remote_code_in_a_fresh_process(preset, tmp_path):
     model = GesturesForVideoClassification(get_config(preset, hidden_size=6)).eval()
     model.save_pretrained(tmp_path / "model")
     files = sorted(os.listdir(tmp_path / "model"))
-    assert files == ["aggregation.py", "config.json", "configuration_gestures.py", "encoders.py", "model.safetensors",
-                     "modeling_gestures.py"]
+    assert files == [
+        "aggregation.py",
+        "config.json",
+        "configuration_gestures.py",
+        "encoders.py",
+        "model.safetensors",
+        "modeling_gestures.py",
+    ]
     auto_map = json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"]
     assert auto_map == {
         "AutoConfig": "configuration_gestures.GesturesConfig",
@@ -90,7 +105,9 @@ def test_load_by_repo_id_from_a_hub_cache_snapshot(tmp_path):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(revision)
     inputs = CASES["tiny-videomae"]()
-    loaded = load_elsewhere("gestures-org/gestures-blstm", inputs, tmp_path, env={"HF_HUB_CACHE": str(tmp_path / "hub")})
+    loaded = load_elsewhere(
+        "gestures-org/gestures-blstm", inputs, tmp_path, env={"HF_HUB_CACHE": str(tmp_path / "hub")}
+    )
     for key, expected in reference(model, inputs).items():
         torch.testing.assert_close(loaded[key], expected, rtol=0, atol=0, msg=key)
 

@@ -1,0 +1,115 @@
+"""Time the ablation grid of ``gestures reproduce`` on a synthetic features dataset shaped like the paper's.
+
+The dataset has 183 videos (92 seizures of 68 patients, both camera views but one; 106 FOS and 77 TCS videos) of
+512-d features, one per start frame at 15 fps (stride 1), for seizures of 15 s to 3 min (log-uniform): 218 to 2693
+vectors per video. The grid is the paper's: mean/LSTM/BLSTM x 2/4/8/16 segments x gamma 1/2/4/middle x 10 folds.
+
+    python benchmarks/train_grid.py                     # the full grid, one protocol, 400 epochs
+    python benchmarks/train_grid.py --epochs 10         # quick: time 10 epochs and project to 400
+    python benchmarks/train_grid.py --workers 2         # two processes with one thread each
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gestures_hub.features import FeatureSettings, FeatureShardWriter
+from gestures_hub.metrics import markdown_table
+from gestures_hub.reproduce import ReproduceArguments, load_bank, run_grid
+
+TARGET_SECONDS = 15 * 60
+PAPER_EPOCHS = 400
+
+
+def make_dataset(out_dir: Path, seed: int = 0, feature_dim: int = 512) -> Path:
+    """Write the synthetic features dataset to ``out_dir``: TCS videos carry a weak late, sustained signal."""
+    rng = np.random.default_rng(seed)
+    labels = [1] * 38 + [0] * 53 + [1]  # per seizure; the last one has a single view
+    patients = np.concatenate([np.arange(68), rng.integers(0, 68, size=len(labels) - 68)])
+    settings = FeatureSettings(encoder="synthetic", fps=15.0, frames_per_snippet=8, stride=1, feature_dim=feature_dim,
+                               image_size=112, synthetic=True)
+    direction = rng.standard_normal(feature_dim).astype(np.float32)
+    with FeatureShardWriter(out_dir, settings, videos_per_shard=16) as writer:
+        for seizure, (label, patient) in enumerate(zip(labels, patients, strict=True)):
+            duration = float(np.exp(rng.uniform(np.log(15), np.log(180))))
+            length = int(duration * 15) - 8 + 1
+            onset = int(rng.uniform(0.3, 0.7) * length) if label else None
+            for view in ("Large", "Small")[: 1 if seizure == len(labels) - 1 else 2]:
+                features = np.abs(rng.standard_normal((length, feature_dim), dtype=np.float32))
+                if onset is not None:
+                    features[onset:] += 0.3 * direction
+                writer.add({
+                    "video": f"{patient:03d}_{seizure:02d}_{view[0]}", "patient": f"{patient:03d}",
+                    "seizure": f"{seizure:02d}", "view": view, "label": label, "duration": duration,
+                    "onset_bilateral": None if onset is None else onset / 15, "num_snippets": length,
+                    "start_times": np.arange(length, dtype=np.float32) / 15, "features": features,
+                })
+    return out_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help="epochs to run (projected to 400)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--protocols", nargs="+", default=["seizure"], choices=("seizure", "patient"))
+    parser.add_argument("--aggregations", nargs="+", default=["mean", "lstm", "blstm"])
+    parser.add_argument("--segments", nargs="+", type=int, default=[2, 4, 8, 16])
+    parser.add_argument("--features", type=Path, help="reuse this dataset instead of writing a new one")
+    parser.add_argument("--threads", type=int, help="torch threads of the main process (workers=1)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="gestures-grid-") as tmp:
+        started = time.perf_counter()
+        features = args.features or make_dataset(Path(tmp) / "features")
+        print(f"Dataset: {features} ({time.perf_counter() - started:.0f} s to write)")
+        options = ReproduceArguments(features=str(features), output_dir=tmp, protocols=args.protocols,
+                                     aggregations=args.aggregations, segments=args.segments, epochs=args.epochs,
+                                     workers=args.workers)
+        bank = load_bank(options)
+        print(f"{len(bank)} videos, {bank.features.shape[0]} vectors of {bank.features.shape[1]} features "
+              f"({bank.features.numel() * 4 / 2**30:.2f} GiB); torch threads {torch.get_num_threads()}, "
+              f"workers {args.workers}")
+        started = time.perf_counter()
+        results = run_grid(options, bank)
+        wall = time.perf_counter() - started
+    threads = max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else torch.get_num_threads()
+    cores = args.workers * threads
+    print(f"Load average (1, 5, 15 min) at the end: {os.getloadavg()}")
+    report(results, wall, args.epochs, args.workers, cores)
+
+
+def report(results: list, wall: float, epochs: int, workers: int, cores: int) -> None:
+    """Per stack: measured wall and CPU seconds and their projection to 400 epochs; then the totals."""
+    scale = PAPER_EPOCHS / epochs
+    rows, totals = [], {"wall": 0.0, "cpu": 0.0, "wall@400": 0.0, "cpu@400": 0.0}
+    for result in sorted(results, key=lambda r: (r.spec.protocol, r.spec.aggregation, r.spec.num_segments)):
+        spec, seconds = result.spec, result.seconds
+        projected = {kind: seconds[kind] + seconds[f"train_{kind}"] * (scale - 1) for kind in ("wall", "cpu")}
+        for kind in ("wall", "cpu"):
+            totals[kind] += seconds[kind]
+            totals[f"{kind}@400"] += projected[kind]
+        rows.append([spec.protocol, spec.aggregation, spec.num_segments, len(spec.folds), f"{seconds['wall']:.1f}",
+                     f"{seconds['cpu']:.1f}", f"{projected['wall']:.0f}", f"{projected['cpu']:.0f}"])
+    rows.append(["total", "", "", sum(len(r.spec.folds) for r in results), f"{totals['wall']:.1f}",
+                 f"{totals['cpu']:.1f}", f"{totals['wall@400']:.0f}", f"{totals['cpu@400']:.0f}"])
+    print(markdown_table(["Protocol", "Aggregation", "Segments", "Models", "Wall s", "CPU s",
+                          f"Wall s @{PAPER_EPOCHS}", f"CPU s @{PAPER_EPOCHS}"], rows))
+    projected_wall = wall + (totals["wall@400"] - totals["wall"]) / workers
+    dedicated = totals["cpu@400"] / cores
+    verdict = "met" if min(projected_wall, dedicated) <= TARGET_SECONDS else "missed"
+    print(f"\nEpochs run: {epochs}. Grid wall time: {wall:.0f} s measured, {projected_wall:.0f} s projected to "
+          f"{PAPER_EPOCHS} epochs ({projected_wall / 60:.1f} min).")
+    print(f"On {cores} dedicated core(s) (CPU time / cores): {dedicated:.0f} s = {dedicated / 60:.1f} min. "
+          f"Target {TARGET_SECONDS / 60:.0f} min: {verdict}.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""FOS vs TCS classification metrics (TCS is the positive class), their aggregation across folds, and tables.
+
+A prediction is TCS when the TCS probability (softmax of the two logits) is above 0.5, which is the argmax of the
+logits. Undefined ratios (e.g. precision with no predicted TCS) are 0; AUROC is ``None`` when the labels hold one class.
+Across folds, ``mean`` and ``std`` (sample standard deviation, ``ddof=1``; ``None`` with fewer than two folds) are
+taken over the per-fold values, and ``pooled`` is computed once on the concatenated predictions of all folds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc")
+TITLES = {
+    "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced accuracy",
+    "precision": "Precision",
+    "recall": "Recall",
+    "f1": "F1",
+    "auroc": "AUROC",
+}
+EVALUATIONS = {"middle": "middle snippets", "dense": "all snippets"}
+
+
+def classification_metrics(labels: Sequence[int], tcs_probabilities: Sequence[float]) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, precision, recall, F1, AUROC and the confusion matrix ``[[tn, fp], [fn, tp]]``."""
+    labels = np.asarray(labels, dtype=int)
+    scores = np.asarray(tcs_probabilities, dtype=float)
+    if labels.shape != scores.shape or labels.ndim != 1 or len(labels) == 0:
+        raise ValueError(f"Need as many labels as probabilities (one each, at least one); got {labels.shape} "
+                         f"and {scores.shape}.")
+    predictions = (scores > 0.5).astype(int)
+    both_classes = len(np.unique(labels)) == 2
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predictions)) if both_classes
+        else float(accuracy_score(labels, predictions)),
+        "precision": float(precision_score(labels, predictions, pos_label=1, zero_division=0)),
+        "recall": float(recall_score(labels, predictions, pos_label=1, zero_division=0)),
+        "f1": float(f1_score(labels, predictions, pos_label=1, zero_division=0)),
+        "auroc": float(roc_auc_score(labels, scores)) if both_classes else None,
+        "confusion_matrix": confusion_matrix(labels, predictions, labels=[0, 1]).tolist(),
+    }
+
+
+def summarize(
+    fold_metrics: Sequence[Mapping[str, Any]], labels: Sequence[int], tcs_probabilities: Sequence[float]
+) -> dict[str, dict[str, Any]]:
+    """``mean`` and ``std`` of each metric over folds (``None`` values skipped) and ``pooled`` metrics.
+
+    ``labels`` and ``tcs_probabilities`` are the validation predictions of all folds, concatenated.
+    """
+    mean, std = {}, {}
+    for name in METRICS:
+        values = np.array([fold[name] for fold in fold_metrics if fold[name] is not None], dtype=float)
+        mean[name] = float(values.mean()) if len(values) else None
+        std[name] = float(values.std(ddof=1)) if len(values) > 1 else None
+    return {"mean": mean, "std": std, "pooled": classification_metrics(labels, tcs_probabilities)}
+
+
+def format_value(mean: float | None, std: float | None = None, digits: int = 3) -> str:
+    """``0.912 ± 0.050``, ``0.912`` without a spread, ``n/a`` when undefined."""
+    if mean is None:
+        return "n/a"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_row(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (first column left-aligned, the others right-aligned)."""
+    rule = markdown_row([":--"] + ["--:"] * (len(header) - 1))
+    return "\n".join([markdown_row(header), rule, *(markdown_row(row) for row in rows)])
+
+
+def metrics_markdown(report: Mapping[str, Any]) -> str:
+    """The Markdown summary of a ``metrics.json`` report: aggregated metrics, then one row per fold."""
+    protocol, dataset = report["protocol"], report["dataset"]
+    lines = [
+        "# Cross-validation metrics",
+        "",
+        f"{protocol['description']} (group by {protocol['group_by']}, seed {protocol['seed']}); "
+        f"{dataset['num_videos']} videos of {dataset['num_patients']} patients"
+        f"{' (synthetic data)' if dataset.get('synthetic') else ''}. TCS is the positive class.",
+        "",
+    ]
+    rows = []
+    for evaluation, summary in report["summary"].items():
+        label = EVALUATIONS.get(evaluation, evaluation)
+        rows.append([f"{label}, mean ± sd"] + [format_value(summary["mean"][m], summary["std"][m]) for m in METRICS])
+        rows.append([f"{label}, pooled"] + [format_value(summary["pooled"][m]) for m in METRICS])
+    lines += [markdown_table(["Evaluation"] + [TITLES[m] for m in METRICS], rows), ""]
+    evaluations = list(report["summary"])
+    header = ["Fold", "Videos", "Best epoch"] + [
+        f"{TITLES[m]} ({evaluation})" for evaluation in evaluations for m in ("accuracy", "f1")
+    ]
+    fold_rows = [
+        [fold["fold"], fold["num_val"], fold["best_epoch"]]
+        + [format_value(fold[evaluation][m]) for evaluation in evaluations for m in ("accuracy", "f1")]
+        for fold in report["folds"]
+    ]
+    lines += [markdown_table(header, fold_rows), ""]
+    return "\n".join(lines)

@@ -1,0 +1,550 @@
+"""The paper's ablation grid (aggregation x segments x gamma, all folds), trained as a few batched models.
+
+::
+
+    gestures reproduce --features DIR --output-dir runs/grid        # both protocols, 2 x 48 settings x 10 folds
+
+Every model of the grid is trained exactly as ``gestures train`` would train it (same initialisation, the same
+shuffles and snippet draws from ``--seed`` and the epoch, AdamW, best epoch by validation F1), but all models that
+share an aggregation and a number of segments (every gamma and fold) form one :class:`StackedClassifier` whose weights
+carry a leading model dimension: one batched matrix product computes all of their recurrent steps, and AdamW, being
+elementwise, updates them as if they were separate. Each model sees its own batches of its own training fold (a
+shorter last batch is padded and masked), so a stack of M models gives the M single runs up to float rounding
+(checked in ``tests/test_reproduce.py``).
+
+Cost: matrix products dominate, about 150 TFLOP for one protocol's grid (48 settings x 10 folds x 400 epochs on
+183 videos), mostly the LSTM input projections and their gradients, which no exact reformulation avoids. On two
+AVX2 cores (``--workers 2``) that is about half an hour per protocol (see ``benchmarks/train_grid.py``).
+``--device`` runs the stacks on another torch device, e.g. ``cuda``.
+
+``--loss original`` (the paper code's loss) is the default here, for an exact reproduction. Outputs:
+``<protocol>/grid.json`` (per setting: the folds' metrics with middle and dense evaluation, and their summary) and
+``reproduce.md`` (one table per protocol, shaped like the paper's ablation table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .metrics import classification_metrics, format_value, markdown_table, summarize
+from .modeling_gestures import GesturesForVideoClassification
+from .sampling import parse_gamma
+from .splits import cross_validation_folds
+from .train import (
+    LOSSES,
+    PROTOCOLS,
+    FeatureBank,
+    SegmentSampler,
+    TrainingArguments,
+    add_dataclass_arguments,
+    drop_short_videos,
+    epoch_batches,
+    epoch_draws,
+    gamma_type,
+    loss_norms,
+    loss_weights,
+    new_model,
+    sample_losses,
+)
+
+GRID_AGGREGATIONS = ("mean", "lstm", "blstm")
+
+
+@dataclass
+class ReproduceArguments:
+    """Options of ``gestures reproduce``; each field is the ``--flag`` of the same name."""
+
+    features: str = field(metadata={"help": "features dataset: a folder written by gestures_hub.features or a Hub id"})
+    output_dir: str = field(metadata={"help": "where grid.json and reproduce.md go"})
+    protocols: list[str] = field(default_factory=lambda: ["seizure", "patient"],
+                                 metadata={"nargs": "+", "choices": tuple(PROTOCOLS),
+                                           "help": "cross-validation protocols (group by)"})
+    aggregations: list[str] = field(default_factory=lambda: list(GRID_AGGREGATIONS),
+                                    metadata={"nargs": "+", "choices": GRID_AGGREGATIONS})
+    segments: list[int] = field(default_factory=lambda: [2, 4, 8, 16], metadata={"nargs": "+", "type": int})
+    gammas: list[float | str] = field(default_factory=lambda: [1.0, 2.0, 4.0, "middle"],
+                                      metadata={"nargs": "+", "type": gamma_type})
+    folds: int = 10
+    epochs: int = 400
+    batch_size: int = 64
+    learning_rate: float = 1e-2
+    weight_decay: float = 0.01
+    hidden_size: int = 64
+    loss: str = field(default="original", metadata={"choices": LOSSES})
+    seed: int = 0
+    drop_short: bool = field(default=False, metadata={"help": "leave out videos too short for the most segments"})
+    device: str = field(default="cpu", metadata={"help": "torch device of the stacks, e.g. cuda"})
+    workers: int = field(default=1, metadata={"help": "processes sharing the CPU cores (each trains whole stacks)"})
+
+    def __post_init__(self) -> None:
+        self.gammas = [gamma_type(str(gamma)) for gamma in self.gammas]
+
+    def training_arguments(self, aggregation: str, num_segments: int, gamma: float | str,
+                           group_by: str) -> TrainingArguments:
+        """The ``gestures train`` arguments of one grid setting."""
+        return TrainingArguments(
+            features=self.features, output_dir=self.output_dir, aggregation=aggregation, num_segments=num_segments,
+            gamma=gamma, hidden_size=self.hidden_size, folds=self.folds, group_by=group_by, epochs=self.epochs,
+            batch_size=self.batch_size, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+            loss=self.loss, seed=self.seed,
+        )
+
+
+# The stacked model ---------------------------------------------------------------------------------------------------
+
+
+def _directions(aggregation: str) -> tuple[str, ...]:
+    return {"mean": (), "lstm": ("",), "blstm": ("", "_reverse")}[aggregation]
+
+
+def _gate_order(hidden_size: int) -> torch.Tensor:
+    """PyTorch's LSTM gate rows (i, f, g, o) reordered to (i, f, o, g): one sigmoid, then one tanh."""
+    i, f, g, o = torch.arange(4 * hidden_size).view(4, hidden_size)
+    return torch.cat([i, f, o, g])
+
+
+class StackedClassifier(nn.Module):
+    """``M`` feature-input GESTURES classifiers (mean, LSTM or BLSTM, one layer, no dropout) as stacked tensors.
+
+    Parameters are named after :class:`~gestures_hub.GesturesForVideoClassification`'s, with a leading model
+    dimension and matrices stored transposed (inputs on the left); LSTM gates are stored as (i, f, o, g).
+    """
+
+    def __init__(self, models: Sequence[GesturesForVideoClassification]) -> None:
+        super().__init__()
+        config = models[0].config
+        if config.aggregation not in GRID_AGGREGATIONS or config.num_layers != 1 or config.dropout:
+            raise ValueError("StackedClassifier supports one-layer mean/lstm/blstm classifiers without dropout.")
+        self.aggregation, self.hidden_size = config.aggregation, config.hidden_size
+        self.params = nn.ParameterDict({
+            _stacked_name(name): nn.Parameter(torch.stack([self._to_stacked(name, m.state_dict()[name])
+                                                           for m in models]))
+            for name in models[0].state_dict()
+        })
+
+    def _to_stacked(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        if ".rnn." in name:
+            tensor = tensor[_gate_order(self.hidden_size)]
+        return tensor[None].clone() if _is_bias(name) else tensor.T.contiguous()
+
+    def export(self, index: int) -> dict[str, torch.Tensor]:
+        """The state dict of model ``index`` in :class:`GesturesForVideoClassification`'s layout."""
+        state = {}
+        for stacked, tensor in self.params.items():
+            name = stacked.replace("__", ".")
+            tensor = tensor[index, 0] if _is_bias(name) else tensor[index].T
+            if ".rnn." in name:
+                tensor = tensor[torch.argsort(_gate_order(self.hidden_size))]
+            state[name] = tensor.detach().contiguous().clone()
+        return state
+
+    def __len__(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``(M, B, 2)`` of equally long sequences ``features`` ``(M, B, T, D)``."""
+        if self.aggregation == "mean":
+            pooled = features.mean(2)
+        else:
+            pooled = torch.cat([self._lstm(features, suffix) for suffix in _directions(self.aggregation)], dim=-1)
+        return self.classify(pooled)
+
+    def classify(self, pooled: torch.Tensor, models: torch.Tensor | None = None) -> torch.Tensor:
+        """The classifier of each model (or of ``models``) on its ``(M, B, F)`` seizure representations."""
+        weight, bias = self.params["classifier__weight"], self.params["classifier__bias"]
+        return _project(pooled, weight if models is None else weight[models], bias if models is None else bias[models])
+
+    def lstm_weights(self, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input weights, recurrent weights and summed biases of one LSTM direction (``""`` or ``"_reverse"``)."""
+        prefix = "gestures__aggregator__rnn__"
+        return (self.params[f"{prefix}weight_ih_l0{suffix}"], self.params[f"{prefix}weight_hh_l0{suffix}"],
+                self.params[f"{prefix}bias_ih_l0{suffix}"] + self.params[f"{prefix}bias_hh_l0{suffix}"])
+
+    def _lstm(self, features: torch.Tensor, suffix: str) -> torch.Tensor:
+        weight_ih, weight_hh, bias = self.lstm_weights(suffix)
+        _, batch, steps, _ = features.shape
+        gates = _project(features.flatten(1, 2), weight_ih, bias).unflatten(1, (batch, steps)).unbind(2)
+        hidden = cell = None
+        for pre in gates[::-1] if suffix else gates:
+            hidden, cell = lstm_step(pre, hidden, cell, weight_hh)
+        return hidden
+
+
+def lstm_step(pre: torch.Tensor, hidden: torch.Tensor | None, cell: torch.Tensor | None,
+              weight_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step for stacked models: ``pre`` (input part of the gates, (i, f, o, g)) ``(M, B, 4H)``; ``None``
+    hidden and cell states are zeros."""
+    if hidden is not None:
+        pre = torch.baddbmm(pre, hidden, weight_hh)
+    size = weight_hh.shape[1]
+    gates, candidate = pre.split([3 * size, size], dim=-1)
+    in_gate, forget_gate, out_gate = torch.sigmoid(gates).chunk(3, dim=-1)
+    candidate = torch.tanh(candidate)
+    cell = in_gate * candidate if cell is None else torch.addcmul(forget_gate * cell, in_gate, candidate)
+    return out_gate * torch.tanh(cell), cell
+
+
+def _is_bias(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].startswith("bias")
+
+
+def _stacked_name(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def _project(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``inputs @ weight + bias`` per model: ``(M or 1, R, D) x (M, D, G) -> (M, R, G)``."""
+    if inputs.shape[0] == weight.shape[0]:
+        return torch.baddbmm(bias, inputs, weight)
+    models, dim, out = weight.shape
+    shared = inputs[0] @ weight.permute(1, 0, 2).reshape(dim, models * out)
+    return shared.view(-1, models, out).transpose(0, 1) + bias
+
+
+# Training one stack --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StackSpec:
+    """The models of one stack: one aggregation and number of segments, every (gamma, fold) pair."""
+
+    protocol: str
+    aggregation: str
+    num_segments: int
+    gammas: list[float | str]  # per model
+    folds: list[int]  # per model
+    splits: list[tuple[np.ndarray, np.ndarray]]  # per fold: train, validation videos
+
+    @property
+    def cost(self) -> float:
+        """Relative training cost, to balance workers."""
+        return self.num_segments * len(self.gammas) * max(len(_directions(self.aggregation)), 0.1)
+
+
+@dataclass
+class StackResult:
+    spec: StackSpec
+    best_epochs: list[int]
+    probabilities: list[dict[str, np.ndarray]]  # per model: middle (best epoch) and dense TCS probabilities
+    seconds: dict[str, float]  # wall and CPU time of train_stack ("wall", "cpu"), and of its epochs alone
+    model: StackedClassifier | None = None  # the last epoch's weights, when asked for
+
+
+def f1_scores(labels: torch.Tensor, probabilities: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-model F1 (TCS positive, 0 when undefined) of ``(M, V)`` predictions, ``valid`` masking padding."""
+    predicted, actual = (probabilities > 0.5) & valid, (labels == 1) & valid
+    true_positives = (predicted & actual).sum(-1)
+    denominator = predicted.sum(-1) + actual.sum(-1)
+    return torch.where(denominator > 0, 2 * true_positives / denominator.clamp(min=1), 0.0)
+
+
+def _padded(groups: Sequence[np.ndarray], fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stack ragged 1-d arrays into ``(len(groups), longest)`` with a validity mask."""
+    width = max(len(group) for group in groups)
+    out = np.full((len(groups), width), fill, dtype=np.int64)
+    valid = np.zeros((len(groups), width), dtype=bool)
+    for row, group in enumerate(groups):
+        out[row, :len(group)], valid[row, :len(group)] = group, True
+    return out, valid
+
+
+class BestEpochs:
+    """Per model of a stack: the best validation F1 so far, its epoch, weights and TCS probabilities."""
+
+    def __init__(self, stack: StackedClassifier, num_val: int) -> None:
+        self.f1 = torch.full((len(stack),), -1.0, device=stack.params["classifier__bias"].device)
+        self.epochs = [0] * len(stack)
+        self.weights = {name: value.detach().clone() for name, value in stack.params.items()}
+        self.probabilities = torch.zeros(len(stack), num_val, device=self.f1.device)
+
+    @torch.no_grad()
+    def update(self, epoch: int, stack: StackedClassifier, f1: torch.Tensor, probabilities: torch.Tensor) -> None:
+        improved = f1 > self.f1
+        if improved.any():
+            self.f1 = torch.where(improved, f1, self.f1)
+            self.probabilities[improved] = probabilities[improved]
+            for name, value in stack.params.items():
+                self.weights[name][improved] = value[improved]
+            self.epochs = [epoch if better else old for better, old in zip(improved.tolist(), self.epochs, strict=True)]
+
+
+def train_stack(bank: FeatureBank, options: ReproduceArguments, spec: StackSpec,
+                keep_model: bool = False) -> StackResult:
+    """Train the models of ``spec`` together for ``options.epochs`` epochs; evaluate their best epochs."""
+    started = time.perf_counter(), time.process_time()
+    device = bank.features.device
+    sampler = SegmentSampler(bank, spec.num_segments)
+    labels = torch.as_tensor(bank.labels, device=device)
+    train_sets, val_sets = ([spec.splits[fold][part] for fold in spec.folds] for part in (0, 1))
+    init = new_model(bank, options.training_arguments(spec.aggregation, spec.num_segments, "middle", spec.protocol),
+                     loss_weights(bank.labels, options.loss))
+    stack = StackedClassifier([init] * len(spec.folds)).to(device)
+    optimizer = torch.optim.AdamW(stack.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay,
+                                  fused=True)
+    weights = torch.stack([loss_weights(bank.labels[videos], options.loss) for videos in train_sets]).to(device)
+    val_videos, val_valid = _padded(val_sets)
+    val_features = bank.gather(val_videos, sampler.draw("middle")[val_videos])
+    val_labels, val_valid = labels[val_videos], torch.from_numpy(val_valid).to(device)
+    best = BestEpochs(stack, val_videos.shape[1])
+
+    training_started = time.perf_counter(), time.process_time()
+    for epoch in range(options.epochs):
+        stack_epoch(bank, options, spec, stack, optimizer, sampler, weights, epoch)
+        with torch.no_grad():
+            probabilities = stack(val_features).softmax(-1)[..., 1]
+        best.update(epoch + 1, stack, f1_scores(val_labels, probabilities, val_valid), probabilities)
+    seconds = {"train_wall": time.perf_counter() - training_started[0],
+               "train_cpu": time.process_time() - training_started[1]}
+
+    last = stack if keep_model else None
+    if keep_model:
+        stack = StackedClassifier([init] * len(spec.folds)).to(device)  # a copy for the best weights
+    with torch.no_grad():
+        for name, value in stack.params.items():
+            value.copy_(best.weights[name])
+    dense = dense_probabilities(bank, stack, spec.folds, [val for _, val in spec.splits])
+    probabilities = [{"middle": best.probabilities[m, :len(val_sets[m])].cpu().numpy(), "dense": dense[m]}
+                     for m in range(len(spec.folds))]
+    seconds |= {"wall": time.perf_counter() - started[0], "cpu": time.process_time() - started[1]}
+    return StackResult(spec, best.epochs, probabilities, seconds, last)
+
+
+def stack_epoch(bank: FeatureBank, options: ReproduceArguments, spec: StackSpec, stack: StackedClassifier,
+                optimizer: torch.optim.Optimizer, sampler: SegmentSampler, weights: torch.Tensor, epoch: int) -> None:
+    """One epoch of every model of the stack on its own shuffled batches of its own fold (padded to a common size)."""
+    gammas = list(dict.fromkeys(spec.gammas))
+    draws = {gamma: epoch_draws(sampler, gamma, options.seed, epoch) for gamma in gammas}
+    batches = [epoch_batches(spec.splits[fold][0], options.batch_size, options.seed, fold, epoch)
+               for fold in spec.folds]
+    if len({len(model_batches) for model_batches in batches}) != 1:
+        raise ValueError("The models of a stack need the same number of batches per epoch.")
+    labels = torch.as_tensor(bank.labels, device=weights.device)
+    for step in range(len(batches[0])):
+        videos, valid = _padded([model_batches[step] for model_batches in batches])
+        indices = np.stack([draws[gamma][row] for gamma, row in zip(spec.gammas, videos, strict=True)])
+        batch_labels, valid = labels[videos], torch.from_numpy(valid).to(weights.device)
+        logits = stack(bank.gather(videos, indices))
+        terms = sample_losses(logits, batch_labels, options.loss, weights) * valid
+        norms = loss_norms(batch_labels, options.loss, weights) * valid
+        (terms.sum(-1) / norms.sum(-1)).sum().backward()  # each model's gradient is that of its own mean loss
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+@torch.no_grad()
+def dense_probabilities(bank: FeatureBank, stack: StackedClassifier, folds: Sequence[int],
+                        val_sets: Sequence[np.ndarray], chunk: int = 64) -> list[np.ndarray]:
+    """TCS probabilities of each model's validation videos (``val_sets[folds[m]]``) from all their snippets.
+
+    All models run together over time; each model's videos are sorted longest first, so that only the prefix of
+    videos still running is computed at each step. The inputs of the models of one fold are projected together.
+    """
+    orders = {fold: np.argsort(-bank.lengths[val_sets[fold]], kind="stable") for fold in set(folds)}
+    videos, valid = _padded([val_sets[fold][orders[fold]] for fold in folds])
+    lengths = np.where(valid, bank.lengths[videos], 0)
+    if stack.aggregation == "mean":
+        means = torch.stack([bank.sequence(video).mean(0) for video in range(len(bank))])
+        pooled = means[torch.from_numpy(videos)]
+    else:
+        pooled = torch.cat([_dense_lstm(bank, stack, suffix, folds, videos, lengths, chunk)
+                            for suffix in _directions(stack.aggregation)], dim=-1)
+    probabilities = stack.classify(pooled).softmax(-1)[..., 1].cpu().numpy()
+    out = []
+    for m, fold in enumerate(folds):
+        values = np.empty(len(val_sets[fold]))
+        values[orders[fold]] = probabilities[m, :len(values)]
+        out.append(values)
+    return out
+
+
+def _dense_lstm(bank: FeatureBank, stack: StackedClassifier, suffix: str, folds: Sequence[int], videos: np.ndarray,
+                lengths: np.ndarray, chunk: int) -> torch.Tensor:
+    """Final hidden states ``(M, V, H)`` of one direction over whole videos (``lengths`` 0 marks padding)."""
+    weight_ih, weight_hh, bias = stack.lstm_weights(suffix)
+    groups = {fold: torch.tensor([m for m, f in enumerate(folds) if f == fold]) for fold in set(folds)}
+    active = (lengths[:, :, None] > np.arange(lengths.max())).sum(1).max(0)  # videos still running, per step
+    device = bank.features.device
+    hidden = torch.zeros(*videos.shape, weight_hh.shape[1], device=device)
+    cell = torch.zeros_like(hidden)
+    for start in range(0, int(lengths.max()), chunk):
+        steps = np.arange(start, min(start + chunk, int(lengths.max())))
+        width = int(active[start])
+        span = np.maximum(lengths[:, :width, None], 1)
+        positions = np.minimum(steps, span - 1)
+        if suffix:  # the reverse direction reads each video backwards from its own end
+            positions = span - 1 - positions
+        rows = bank.offsets[videos[:, :width], None] + positions
+        gates = torch.empty(len(folds), width, len(steps), weight_ih.shape[-1], device=device)
+        for models in groups.values():
+            inputs = bank.take(rows[int(models[0])]).flatten(0, 1)[None]
+            gates[models] = _project(inputs, weight_ih[models], bias[models]).unflatten(1, (width, len(steps)))
+        for offset, step in enumerate(steps):
+            width = int(active[step])
+            new_hidden, new_cell = lstm_step(gates[:, :width, offset], hidden[:, :width], cell[:, :width], weight_hh)
+            running = torch.from_numpy(lengths[:, :width, None] > step).to(device)
+            hidden[:, :width] = torch.where(running, new_hidden, hidden[:, :width])
+            cell[:, :width] = torch.where(running, new_cell, cell[:, :width])
+    return hidden
+
+
+# The grid ------------------------------------------------------------------------------------------------------------
+
+_WORKER_BANK: dict[str, FeatureBank] = {}
+
+
+def load_bank(options: ReproduceArguments) -> FeatureBank:
+    """The features of ``options.features`` on ``options.device``, without videos too short for the grid."""
+    bank = drop_short_videos(FeatureBank.load(options.features), max(options.segments), options.drop_short)
+    return dataclasses.replace(bank, features=bank.features.to(options.device))
+
+
+def _worker_init(options: ReproduceArguments, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER_BANK["bank"] = load_bank(options)
+
+
+def _worker_train(options: ReproduceArguments, spec: StackSpec) -> StackResult:
+    return train_stack(_WORKER_BANK["bank"], options, spec)
+
+
+def plan_stacks(bank: FeatureBank, options: ReproduceArguments) -> list[StackSpec]:
+    """One stack per protocol, aggregation and number of segments, with every gamma and fold in it."""
+    specs = []
+    for protocol in options.protocols:
+        splits = cross_validation_folds(bank.table, options.folds, group_by=protocol, seed=options.seed)
+        for aggregation in options.aggregations:
+            for num_segments in options.segments:
+                pairs = [(gamma, fold) for gamma in options.gammas for fold in range(options.folds)]
+                by_batches: dict[int, list[tuple[float | str, int]]] = {}
+                for gamma, fold in pairs:  # models of a stack must take the same number of steps per epoch
+                    by_batches.setdefault(-(-len(splits[fold][0]) // options.batch_size), []).append((gamma, fold))
+                specs += [StackSpec(protocol, aggregation, num_segments, [g for g, _ in group], [f for _, f in group],
+                                    splits) for group in by_batches.values()]
+    return specs
+
+
+def run_grid(options: ReproduceArguments, bank: FeatureBank | None = None) -> list[StackResult]:
+    """Train every stack of the grid, the most expensive first, on ``options.workers`` processes."""
+    bank = load_bank(options) if bank is None else bank
+    specs = sorted(plan_stacks(bank, options), key=lambda spec: -spec.cost)
+    progress = tqdm(total=len(specs), desc="grid stacks", unit="stack")
+    results = []
+    if options.workers <= 1:
+        for spec in specs:
+            results.append(train_stack(bank, options, spec))
+            progress.update()
+    else:
+        threads = max(1, (os.cpu_count() or 1) // options.workers)
+        with ProcessPoolExecutor(options.workers, mp_context=get_context("spawn"), initializer=_worker_init,
+                                 initargs=(options, threads)) as pool:
+            for result in pool.map(_worker_train, [options] * len(specs), specs):
+                results.append(result)
+                progress.update()
+    progress.close()
+    return results
+
+
+def grid_report(bank: FeatureBank, options: ReproduceArguments, results: list[StackResult]) -> dict[str, Any]:
+    """Per protocol and setting: each fold's metrics (middle and dense) and their summary."""
+    labels = bank.labels
+    report: dict[str, Any] = {"settings": dataclasses.asdict(options), "protocols": {}}
+    for protocol in options.protocols:
+        rows = []
+        for aggregation in options.aggregations:
+            for num_segments in options.segments:
+                for gamma in options.gammas:
+                    models = [(result, m) for result in results if result.spec.protocol == protocol
+                              and result.spec.aggregation == aggregation and result.spec.num_segments == num_segments
+                              for m, g in enumerate(result.spec.gammas) if g == gamma]
+                    rows.append(_setting_entry(labels, aggregation, num_segments, gamma, models))
+        report["protocols"][protocol] = {"description": PROTOCOLS[protocol].format(k=options.folds),
+                                         "settings": rows}
+    return report
+
+
+def _setting_entry(labels: np.ndarray, aggregation: str, num_segments: int, gamma: float | str,
+                   models: list[tuple[StackResult, int]]) -> dict[str, Any]:
+    folds = []
+    for result, m in sorted(models, key=lambda item: item[0].spec.folds[item[1]]):
+        fold = result.spec.folds[m]
+        fold_labels = labels[result.spec.splits[fold][1]]
+        folds.append({"fold": fold, "num_val": len(fold_labels), "best_epoch": result.best_epochs[m],
+                      "labels": fold_labels,
+                      **{name: classification_metrics(fold_labels, values)
+                         for name, values in result.probabilities[m].items()},
+                      "probabilities": result.probabilities[m]})
+    summary = {name: summarize([fold[name] for fold in folds], np.concatenate([fold["labels"] for fold in folds]),
+                               np.concatenate([fold["probabilities"][name] for fold in folds]))
+               for name in ("middle", "dense")}
+    return {"aggregation": aggregation, "num_segments": num_segments, "gamma": gamma,
+            "folds": [{key: fold[key] for key in ("fold", "num_val", "best_epoch", "middle", "dense")}
+                      for fold in folds],
+            "summary": summary}
+
+
+def grid_markdown(report: dict[str, Any]) -> str:
+    """One table per protocol: a row per setting, like the paper's ablation table (TCS positive)."""
+    titles = {"mean": "Mean", "lstm": "LSTM", "blstm": "BLSTM"}
+    header = ["Aggregation", "Segments", "γ", "Accuracy", "Precision", "Recall", "F1", "F1 (pooled)",
+              "F1 (all snippets)"]
+    lines = ["# GESTURES ablation grid", ""]
+    for protocol in report["protocols"].values():
+        rows = []
+        for entry in protocol["settings"]:
+            middle, dense = entry["summary"]["middle"], entry["summary"]["dense"]
+            gamma = "∞ (middle)" if parse_gamma(entry["gamma"]) is None else f"{float(entry['gamma']):g}"
+            rows.append([titles[entry["aggregation"]], entry["num_segments"], gamma,
+                         *(format_value(middle["mean"][m], middle["std"][m])
+                           for m in ("accuracy", "precision", "recall", "f1")),
+                         format_value(middle["pooled"]["f1"]), format_value(dense["mean"]["f1"], dense["std"]["f1"])])
+        lines += [f"## {protocol['description'].capitalize()}", "",
+                  "Middle snippets, mean ± sd over folds unless stated.", "", markdown_table(header, rows), ""]
+    return "\n".join(lines)
+
+
+def reproduce(options: ReproduceArguments) -> dict[str, Any]:
+    """Run the grid and write ``<protocol>/grid.json`` and ``reproduce.md``; returns the report."""
+    bank = load_bank(options)
+    started = time.perf_counter()
+    results = run_grid(options, bank)
+    report = grid_report(bank, options, results)
+    report["seconds"] = time.perf_counter() - started
+    output_dir = Path(options.output_dir)
+    for name, protocol in report["protocols"].items():
+        (output_dir / name).mkdir(parents=True, exist_ok=True)
+        (output_dir / name / "grid.json").write_text(json.dumps(protocol, indent=1) + "\n")
+    (output_dir / "reproduce.md").write_text(grid_markdown(report))
+    return report
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "reproduce",
+        help="train the paper's ablation grid (aggregation x segments x gamma, all folds)",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_dataclass_arguments(parser, ReproduceArguments)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = {spec.name for spec in dataclasses.fields(ReproduceArguments)}
+    report = reproduce(ReproduceArguments(**{k: v for k, v in vars(args).items() if k in names}))
+    print(f"Trained the grid in {report['seconds']:.0f} s; see {Path(args.output_dir) / 'reproduce.md'}.")
+    return 0

@@ -1,0 +1,756 @@
+"""Train GESTURES aggregators on snippet features with 🤗 Accelerate: cross-validation, checkpoints and export.
+
+::
+
+    gestures train --features DIR --output-dir runs/blstm                  # 10 patient-grouped folds, then final/
+    accelerate launch -m gestures_hub.train --features DIR --output-dir runs/blstm --fold 3
+    accelerate launch --multi_gpu --num_processes 2 -m gestures_hub.train ...   # data parallel (gloo on CPU)
+
+``--output-dir`` holds::
+
+    training_args.json            the arguments (a resumed run must use the same ones)
+    metrics.json, metrics.md      per-fold and aggregated metrics (see ``cross_validation_report``)
+    predictions.csv               validation TCS probability of every video, middle and dense
+    fold-<i>/log.csv              one row per epoch
+    fold-<i>/checkpoint/          ``accelerator.save_state`` + ``trainer_state.json``, for ``--resume``
+    fold-<i>/best/                epoch with the best validation F1 (TCS positive): ``save_pretrained`` weights,
+                                  ``training_args.json`` and ``cv_metrics.json``
+    fold-<i>/results.json         evaluation of ``best/`` with middle snippets and with all snippets (dense)
+    final/                        model trained on all videos for the median best epoch of the folds (rounded up)
+    processes/process-<r>.json    world size and a digest of the trained weights, written by every process
+
+Every random choice is a pure function of ``--seed`` and the epoch: the order of the training videos (one
+permutation per fold and epoch) and the snippets drawn for each video (one draw of all videos per epoch). A global
+batch of ``--batch-size`` videos is dealt across processes and the loss is normalised by the global batch, so one
+process and several give the same updates (up to float summation order), and ``--resume`` continues a run exactly.
+Dropout draws from torch's generator, which ``accelerator.save_state`` keeps; with dropout each process draws its
+own masks, so multi-process runs then match single-process ones only in distribution.
+
+Losses (``--loss``):
+
+- ``weighted`` (default): cross-entropy with balanced class weights ``w_c = N / (2 N_c)`` of the training videos,
+  i.e. proportional to one over each class's fraction (stored as ``config.class_weights``);
+- ``original``: the paper code's loss, ``binary_cross_entropy_with_logits`` on the two-column one-hot target with
+  the scalar ``pos_weight = N / N_TCS``. It multiplies the positive entry of both columns, so it weights FOS and TCS
+  videos alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from tqdm.auto import tqdm
+from transformers.utils import logging as transformers_logging
+
+from .configuration_gestures import AGGREGATIONS, GesturesConfig
+from .features import UNKNOWN_LABEL, dataset_settings, load_features
+from .metrics import classification_metrics, metrics_markdown, summarize
+from .modeling_gestures import GesturesForVideoClassification
+from .sampling import draw_indices, min_vectors, parse_gamma, segment_ranges
+from .splits import cross_validation_folds
+
+LOSSES = ("weighted", "original")
+SCHEDULERS = ("none", "cosine")
+PROTOCOLS = {
+    "patient": "patient-grouped stratified {k}-fold cross-validation",
+    "seizure": "seizure-wise {k}-fold cross-validation (the paper's protocol)",
+}
+EVALUATIONS = ("middle", "dense")
+TRAINER_STATE = "trainer_state.json"
+ARGS_FILE = "training_args.json"
+CV_METRICS_FILE = "cv_metrics.json"
+_DRAWS, _SHUFFLE = 0, 1  # independent random streams
+
+
+def gamma_type(value: str) -> float | str:
+    """argparse type of ``--gamma``: a positive number or ``middle``."""
+    concentration = parse_gamma(value)
+    return "middle" if concentration is None else concentration
+
+
+@dataclass
+class TrainingArguments:
+    """Options of ``gestures train``; each field is the ``--flag`` of the same name."""
+
+    features: str = field(metadata={"help": "features dataset: a folder written by gestures_hub.features or a Hub id"})
+    output_dir: str = field(metadata={"help": "where checkpoints, models and metrics go"})
+    aggregation: str = field(default="blstm", metadata={"choices": AGGREGATIONS})
+    num_segments: int = field(default=16, metadata={"help": "snippets drawn per video (one per segment)"})
+    gamma: float | str = field(default=4.0, metadata={"type": gamma_type,
+                                                      "help": "Beta(gamma, gamma) jitter: 1 uniform, or 'middle'"})
+    hidden_size: int = field(default=64, metadata={"help": "hidden units per direction"})
+    num_layers: int = 1
+    dropout: float = field(default=0.0, metadata={"help": "dropout before the classifier"})
+    folds: int = field(default=10, metadata={"help": "number of cross-validation folds"})
+    fold: int | None = field(default=None, metadata={"help": "train only this fold; none: all folds, then final/"})
+    group_by: str = field(default="patient", metadata={"choices": tuple(PROTOCOLS),
+                                                       "help": "patient-grouped folds, or the paper's by seizure"})
+    epochs: int = field(default=400, metadata={"help": "training epochs per fold"})
+    batch_size: int = field(default=64, metadata={"help": "global batch size (all processes together)"})
+    learning_rate: float = 1e-2
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW decoupled weight decay (PyTorch's default)"})
+    scheduler: str = field(default="none", metadata={"choices": SCHEDULERS, "help": "learning-rate schedule per epoch"})
+    patience: int | None = field(default=None, metadata={"help": "stop a fold after this many epochs without a "
+                                                                   "better validation F1; none: never"})
+    loss: str = field(default="weighted", metadata={"choices": LOSSES})
+    seed: int = 0
+    mixed_precision: str = field(default="no", metadata={"choices": ("no", "bf16", "fp16")})
+    eval_batch_size: int = field(default=16, metadata={"help": "videos per batch in evaluation"})
+    drop_short: bool = field(default=False, metadata={"help": "leave out videos too short for --num-segments "
+                                                              "instead of failing"})
+    final_epochs: int | None = field(default=None, metadata={"help": "epochs of the final model; none: the median "
+                                                                     "best epoch of the folds, rounded up"})
+    no_final: bool = field(default=False, metadata={"help": "do not train the final model on all videos"})
+    encoder: str | None = field(default=None, metadata={"help": "also export final-video/: final/ with this encoder "
+                                                                "(preset, folder or Hub id)"})
+    encoder_weights: str | None = field(default=None, metadata={"help": "checkpoint for --encoder (importers)"})
+    checkpoint_every: int = field(default=1, metadata={"help": "epochs between checkpoints"})
+    resume: bool = field(default=False, metadata={"help": "continue from the checkpoints in --output-dir"})
+    max_epochs_this_run: int | None = field(default=None, metadata={"help": "stop after this many epochs in this "
+                                                                            "invocation (continue with --resume)"})
+
+    # Options that may change between an interrupted run and its resumption.
+    RUNTIME_OPTIONS = ("resume", "max_epochs_this_run", "fold", "eval_batch_size", "checkpoint_every")
+
+    def __post_init__(self) -> None:
+        self.gamma = gamma_type(str(self.gamma))
+        for name in ("num_segments", "hidden_size", "num_layers", "folds", "epochs", "batch_size", "eval_batch_size",
+                     "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.fold is not None and not 0 <= self.fold < self.folds:
+            raise ValueError(f"fold must be in [0, {self.folds - 1}], got {self.fold}.")
+        if self.seed < 0:
+            raise ValueError(f"seed must be non-negative, got {self.seed}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one ``--flag`` per field of the dataclass ``cls``: ``False`` defaults are switches, and the field's
+    metadata may give ``help``, ``type``, ``choices`` and ``nargs``."""
+    for spec in dataclasses.fields(cls):
+        kwargs: dict[str, Any] = {"help": spec.metadata.get("help", spec.name.replace("_", " ")), "dest": spec.name}
+        flag = "--" + spec.name.replace("_", "-")
+        if spec.default is False:
+            parser.add_argument(flag, action="store_true", **kwargs)
+            continue
+        if spec.default is not dataclasses.MISSING:
+            kwargs["default"] = spec.default
+        elif spec.default_factory is not dataclasses.MISSING:
+            kwargs["default"] = spec.default_factory()
+        else:
+            kwargs |= {"required": True, "default": argparse.SUPPRESS}
+        value_type = spec.metadata.get("type") or {"int": int, "float": float}.get(str(spec.type).split(" |")[0], str)
+        parser.add_argument(flag, type=value_type, choices=spec.metadata.get("choices"),
+                            nargs=spec.metadata.get("nargs"), **kwargs)
+
+
+# Data -----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FeatureBank:
+    """The snippet features of a features dataset in memory, concatenated, with one table row per video."""
+
+    features: torch.Tensor  # (total snippets, feature_dim)
+    offsets: np.ndarray  # (num_videos + 1,): video i is features[offsets[i]:offsets[i + 1]]
+    table: pd.DataFrame  # video, patient, seizure, view, label, duration
+    settings: dict[str, Any]
+    path: str
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureBank:
+        """Read a features dataset (see :func:`gestures_hub.features.load_features`); every video needs a label."""
+        dataset = load_features(path)
+        settings = dataset_settings(dataset)
+        table = dataset.select_columns(["video", "patient", "seizure", "view", "label", "duration"]).to_pandas()
+        unlabelled = table.loc[table["label"] == UNKNOWN_LABEL, "video"].tolist()
+        if unlabelled:
+            raise ValueError(f"{len(unlabelled)} video(s) have no label; training needs FOS or TCS on every video: "
+                             f"{unlabelled[:10]}")
+        arrays = [batch for rows in dataset.select_columns(["features"]).with_format("numpy").iter(batch_size=16)
+                  for batch in rows["features"]]
+        offsets = np.concatenate([[0], np.cumsum([len(array) for array in arrays])])
+        return cls(torch.from_numpy(np.concatenate(arrays).astype(np.float32, copy=False)), offsets, table, settings,
+                   str(path))
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.table["label"].to_numpy(copy=True)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def sequence(self, video: int) -> torch.Tensor:
+        """All snippet features of one video, ``(length, feature_dim)``."""
+        return self.features[self.offsets[video]:self.offsets[video + 1]]
+
+    def take(self, rows: np.ndarray) -> torch.Tensor:
+        """Feature vectors at positions ``rows`` (any shape) of the concatenated features: ``(*rows.shape, dim)``."""
+        flat = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64).ravel()).to(self.features.device)
+        return self.features.index_select(0, flat).view(*rows.shape, self.features.shape[1])
+
+    def gather(self, videos: np.ndarray, indices: np.ndarray) -> torch.Tensor:
+        """Snippets ``indices[..., s]`` of videos ``videos[...]``: ``(*videos.shape, indices.shape[-1], dim)``."""
+        return self.take(self.offsets[videos][..., None] + indices)
+
+    def select(self, keep: np.ndarray) -> FeatureBank:
+        """The videos where ``keep`` is true."""
+        videos = np.flatnonzero(keep)
+        sequences = [self.sequence(video) for video in videos]
+        offsets = np.concatenate([[0], np.cumsum([len(sequence) for sequence in sequences])])
+        return dataclasses.replace(self, features=torch.cat(sequences), offsets=offsets,
+                                   table=self.table.iloc[videos].reset_index(drop=True))
+
+
+def drop_short_videos(bank: FeatureBank, num_segments: int, drop: bool) -> FeatureBank:
+    """Fail naming the videos too short for ``num_segments`` segments, or leave them out when ``drop``."""
+    needed = min_vectors(num_segments, bank.settings["frames_per_snippet"], bank.settings["stride"])
+    short = bank.lengths < needed
+    if not short.any():
+        return bank
+    names = bank.table.loc[short, "video"].tolist()
+    message = (f"{len(names)} video(s) have fewer than {needed} snippets, too few for {num_segments} segments: "
+               f"{names[:10]}{' ...' if len(names) > 10 else ''}")
+    if not drop:
+        raise ValueError(message + ". Pass --drop-short to leave them out, or use fewer segments.")
+    print(f"Leaving out {message}.", file=sys.stderr)
+    return bank.select(~short)
+
+
+class SegmentSampler:
+    """:func:`gestures_hub.sampling.segment_indices` for all videos of a bank at once (same ranges and rounding).
+
+    ``draw(gamma, rng)`` returns the ``(num_videos, num_segments)`` snippet indices of one epoch; ``"middle"`` needs no
+    generator.
+    """
+
+    def __init__(self, bank: FeatureBank, num_segments: int) -> None:
+        self.frames_per_snippet = bank.settings["frames_per_snippet"]
+        self.stride = bank.settings["stride"]
+        ranges = np.array([
+            segment_ranges(int(length), num_segments=num_segments, frames_per_snippet=self.frames_per_snippet,
+                           stride=self.stride, video=video)
+            for length, video in zip(bank.lengths, bank.table["video"], strict=True)
+        ])
+        self.first, self.last = ranges[..., 0], ranges[..., 1]
+        self.num_vectors = bank.lengths[:, None]
+
+    def draw(self, gamma: float | str, rng: np.random.Generator | None = None) -> np.ndarray:
+        return draw_indices(self.first, self.last, self.num_vectors, stride=self.stride, gamma=gamma, rng=rng)
+
+
+def epoch_draws(sampler: SegmentSampler, gamma: float | str, seed: int, epoch: int) -> np.ndarray:
+    """Snippet indices of every video for one training epoch."""
+    return sampler.draw(gamma, np.random.default_rng([seed, _DRAWS, epoch]))
+
+
+def epoch_batches(videos: np.ndarray, batch_size: int, seed: int, stream: int, epoch: int) -> list[np.ndarray]:
+    """The training videos of one epoch, shuffled (one permutation per ``stream``, i.e. fold, and epoch), batched."""
+    order = np.random.default_rng([seed, _SHUFFLE, stream, epoch]).permutation(videos)
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+# Loss -----------------------------------------------------------------------------------------------------------------
+
+
+def loss_weights(labels: np.ndarray, loss: str) -> torch.Tensor:
+    """Weights of ``loss`` for a training set: ``[N / N_TCS]`` (original) or ``[N / (2 N_FOS), N / (2 N_TCS)]``."""
+    counts = np.bincount(labels, minlength=2)
+    if (counts == 0).any():
+        raise ValueError(f"The training videos need both classes, got {counts[0]} FOS and {counts[1]} TCS.")
+    if loss == "original":
+        return torch.tensor([len(labels) / counts[1]], dtype=torch.float32)
+    if loss == "weighted":
+        return torch.tensor(len(labels) / (2 * counts), dtype=torch.float32)
+    raise ValueError(f"Unknown loss {loss!r}: choose one of {', '.join(LOSSES)}.")
+
+
+def sample_losses(logits: torch.Tensor, labels: torch.Tensor, loss: str, weights: torch.Tensor) -> torch.Tensor:
+    """Per-video loss terms, ``(..., batch)``; leading dimensions (if any) index models, as in ``weights``.
+
+    The mean loss of a batch is ``sample_losses(...).sum(-1) / loss_norms(...).sum(-1)`` (see :func:`batch_loss`).
+    """
+    if loss == "original":
+        target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+        terms = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weights[..., None, :], reduction="none")
+        return terms.sum(-1)
+    terms = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="none").view(labels.shape)
+    return loss_norms(labels, loss, weights) * terms
+
+
+def loss_norms(labels: torch.Tensor, loss: str, weights: torch.Tensor) -> torch.Tensor:
+    """What each video adds to the denominator of the mean: the paper's BCE averages over both columns of every
+    video (2), the weighted cross-entropy over the class weights of the labels (PyTorch's ``weight=`` mean)."""
+    if loss == "original":
+        return torch.full(labels.shape, 2.0, device=labels.device)
+    return torch.gather(weights, -1, labels)
+
+
+def batch_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, weights: torch.Tensor) -> torch.Tensor:
+    """Mean loss of a batch of ``logits`` ``(..., batch, 2)``."""
+    return sample_losses(logits, labels, loss, weights).sum(-1) / loss_norms(labels, loss, weights).sum(-1)
+
+
+# Training -------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainerState:
+    """What a checkpoint adds to ``accelerator.save_state``: progress and the best epoch so far."""
+
+    epoch: int = 0  # completed epochs
+    best_f1: float = -1.0
+    best_epoch: int | None = None
+    epochs_without_improvement: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> TrainerState:
+        return cls(**json.loads(path.read_text()))
+
+
+@dataclass
+class Run:
+    """One training invocation: arguments, processes and data."""
+
+    args: TrainingArguments
+    accelerator: Accelerator
+    bank: FeatureBank
+    sampler: SegmentSampler
+    middle: np.ndarray
+    output_dir: Path
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def write_json(self, path: Path, data: Any) -> None:
+        if self.is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def build_config(bank: FeatureBank, args: TrainingArguments, class_weights: list[float] | None) -> GesturesConfig:
+    settings = bank.settings
+    return GesturesConfig(
+        encoder="none", feature_dim=int(bank.features.shape[1]), frames_per_snippet=settings["frames_per_snippet"],
+        fps=settings["fps"], image_size=settings.get("image_size", 112), num_segments=args.num_segments,
+        gamma=args.gamma, aggregation=args.aggregation, hidden_size=args.hidden_size, num_layers=args.num_layers,
+        dropout=args.dropout, class_weights=class_weights,
+    )
+
+
+def new_model(bank: FeatureBank, args: TrainingArguments, weights: torch.Tensor) -> GesturesForVideoClassification:
+    """A freshly initialised classifier; the same for every fold given ``--seed``."""
+    set_seed(args.seed)
+    return GesturesForVideoClassification(build_config(bank, args, weights.tolist() if args.loss == "weighted"
+                                                       else None))
+
+
+@torch.no_grad()
+def predict_logits(run: Run, model: GesturesForVideoClassification, videos: np.ndarray,
+                   indices: np.ndarray | None = None) -> torch.Tensor:
+    """Logits of ``videos`` from snippets ``indices`` (one row per video), or from all snippets when ``None``.
+
+    The videos are split across processes and the logits gathered, in the order of ``videos``.
+    """
+    accelerator, bank = run.accelerator, run.bank
+    model.eval()
+    order = np.argsort(-bank.lengths[videos], kind="stable") if indices is None else np.arange(len(videos))
+    with accelerator.split_between_processes(order.tolist()) as local:
+        results = []
+        for start in range(0, len(local), run.args.eval_batch_size):
+            positions = local[start:start + run.args.eval_batch_size]
+            sequences = (bank.gather(videos[positions], indices[positions]) if indices is not None
+                         else torch.nn.utils.rnn.pad_sequence([bank.sequence(v) for v in videos[positions]],
+                                                              batch_first=True))
+            lengths = torch.as_tensor(bank.lengths[videos[positions]] if indices is None
+                                      else [indices.shape[1]] * len(positions))
+            mask = (torch.arange(sequences.shape[1]) < lengths[:, None]).long()
+            with accelerator.autocast():
+                logits = model(snippet_features=sequences.to(accelerator.device),
+                               attention_mask=mask.to(accelerator.device)).logits
+            results += list(zip(positions, logits.float().cpu().tolist(), strict=True))
+    results = sorted(gather_object(results))
+    return torch.tensor([logits for _, logits in results])
+
+
+def tcs_probabilities(logits: torch.Tensor) -> np.ndarray:
+    return logits.softmax(-1)[:, 1].numpy()
+
+
+def train_epoch(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_videos: np.ndarray,
+                weights: torch.Tensor, stream: int, epoch: int) -> float:
+    """One pass over the training videos; returns the mean training loss."""
+    args, accelerator, bank = run.args, run.accelerator, run.bank
+    draws = epoch_draws(run.sampler, args.gamma, args.seed, epoch)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    weights = weights.to(accelerator.device)
+    model.train()
+    loss_sum = torch.zeros((), device=accelerator.device)
+    norm_sum = 0.0
+    for batch in epoch_batches(train_videos, args.batch_size, args.seed, stream, epoch):
+        labels = torch.as_tensor(bank.labels[batch], device=accelerator.device)
+        norm = loss_norms(labels, args.loss, weights).sum()
+        local, share = np.arange(rank, len(batch), world), 1.0
+        if len(local) == 0:  # fewer videos than processes: run one with no weight to keep the processes in step
+            local, share = np.arange(1), 0.0
+        features = bank.gather(batch[local], draws[batch[local]]).to(accelerator.device)
+        logits = model(snippet_features=features).logits.float()
+        loss = share * sample_losses(logits, labels[local], args.loss, weights).sum() / norm
+        accelerator.backward(loss * world)  # DDP averages gradients over processes
+        optimizer.step()
+        optimizer.zero_grad()
+        loss_sum += loss.detach() * norm
+        norm_sum += float(norm)
+    return float(accelerator.reduce(loss_sum, "sum")) / norm_sum
+
+
+def evaluate(run: Run, model: GesturesForVideoClassification, videos: np.ndarray, dense: bool) -> dict[str, Any]:
+    """TCS probabilities of ``videos`` with middle snippets, and with all snippets when ``dense``."""
+    probabilities = {"middle": tcs_probabilities(predict_logits(run, model, videos, run.middle[videos]))}
+    if dense:
+        probabilities["dense"] = tcs_probabilities(predict_logits(run, model, videos))
+    return probabilities
+
+
+def find_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a fold (``trainer_state.json`` is written last)."""
+    return next((path for name in ("checkpoint.tmp", "checkpoint")
+                 if (path := run_dir / name / TRAINER_STATE).is_file()), None)
+
+
+def save_checkpoint(run: Run, run_dir: Path, state: TrainerState) -> None:
+    accelerator, staging, target = run.accelerator, run_dir / "checkpoint.tmp", run_dir / "checkpoint"
+    if run.is_main:
+        shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if run.is_main:
+        state.save(staging / TRAINER_STATE)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    accelerator.wait_for_everyone()
+
+
+def write_log(run: Run, run_dir: Path, state: TrainerState) -> None:
+    if run.is_main and state.log:
+        with open(run_dir / "log.csv", "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(state.log[0]))
+            writer.writeheader()
+            writer.writerows(state.log)
+
+
+def export(run: Run, model: GesturesForVideoClassification, directory: Path) -> None:
+    """``save_pretrained`` plus the training arguments (main process)."""
+    if run.is_main:
+        model.save_pretrained(directory)
+        run.write_json(directory / ARGS_FILE, run.args.to_dict())
+
+
+def validate(run: Run, model: GesturesForVideoClassification, videos: np.ndarray,
+             weights: torch.Tensor) -> dict[str, float]:
+    """Validation loss and metrics with middle snippets: the ``val_*`` columns of the log."""
+    logits = predict_logits(run, model, videos, run.middle[videos])
+    labels = torch.as_tensor(run.bank.labels[videos])
+    scores = classification_metrics(labels.numpy(), tcs_probabilities(logits))
+    return {"val_loss": float(batch_loss(logits, labels, run.args.loss, weights)),
+            **{f"val_{name}": value for name, value in scores.items() if name != "confusion_matrix"}}
+
+
+def prepare_training(run: Run, run_dir: Path, weights: torch.Tensor, epochs: int) -> tuple[Any, Any, Any, TrainerState]:
+    """A new model, AdamW and the optional schedule, prepared by Accelerate; restored from the fold's checkpoint
+    with ``--resume``."""
+    args, accelerator = run.args, run.accelerator
+    model = new_model(run.bank, args, weights)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    schedulers = []
+    if args.scheduler == "cosine":
+        schedulers.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs))
+    model, optimizer, *schedulers = accelerator.prepare(model, optimizer, *schedulers)
+    state, checkpoint = TrainerState(), find_checkpoint(run_dir) if args.resume else None
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint.parent))
+        state = TrainerState.load(checkpoint)
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(f"{run_dir} is not empty: pass --resume to continue it, or choose another --output-dir.")
+    if run.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return model, optimizer, (schedulers[0] if schedulers else None), state
+
+
+def fit(run: Run, run_dir: Path, train_videos: np.ndarray, val_videos: np.ndarray | None, epochs: int, stream: int,
+        export_dir: Path) -> tuple[TrainerState, GesturesForVideoClassification, bool]:
+    """Train one model; with validation videos keep the best epoch in ``export_dir``, else the last one.
+
+    Returns the state, the trained model (last epoch) and whether training is over (False when stopped by
+    ``--max-epochs-this-run``).
+    """
+    args, accelerator = run.args, run.accelerator
+    weights = loss_weights(run.bank.labels[train_videos], args.loss)
+    model, optimizer, scheduler, state = prepare_training(run, run_dir, weights, epochs)
+    patience = args.patience or math.inf
+    stop = min(epochs, state.epoch + (args.max_epochs_this_run or epochs))
+    bar = tqdm(total=epochs, initial=state.epoch, desc=run_dir.name, disable=not accelerator.is_local_main_process)
+    while state.epoch < stop and state.epochs_without_improvement < patience:
+        started = time.perf_counter()
+        row: dict[str, Any] = {"epoch": state.epoch + 1, "learning_rate": optimizer.param_groups[0]["lr"],
+                               "train_loss": train_epoch(run, model, optimizer, train_videos, weights, stream,
+                                                         state.epoch)}
+        if scheduler is not None:
+            scheduler.step()
+        state.epoch += 1
+        if val_videos is not None:
+            row |= validate(run, accelerator.unwrap_model(model), val_videos, weights)
+            state.epochs_without_improvement += 1
+            if row["val_f1"] > state.best_f1:
+                state.best_f1, state.best_epoch, state.epochs_without_improvement = row["val_f1"], state.epoch, 0
+                export(run, accelerator.unwrap_model(model), export_dir)
+        state.log.append(row | {"seconds": round(time.perf_counter() - started, 4)})
+        last = state.epoch == stop or state.epochs_without_improvement >= patience
+        if last or state.epoch % args.checkpoint_every == 0:
+            save_checkpoint(run, run_dir, state)
+            write_log(run, run_dir, state)
+        bar.update()
+        bar.set_postfix({name: f"{row[key]:.3f}" for name, key in (("loss", "train_loss"), ("f1", "val_f1"))
+                         if key in row} | ({"best": f"{state.best_f1:.3f}"} if val_videos is not None else {}))
+    bar.close()
+    finished = state.epoch >= epochs or state.epochs_without_improvement >= patience
+    model = accelerator.unwrap_model(model)
+    if val_videos is None and finished:
+        export(run, model, export_dir)
+    accelerator.free_memory()
+    accelerator.wait_for_everyone()
+    return state, model, finished
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def train_fold(run: Run, fold: int, train_videos: np.ndarray, val_videos: np.ndarray) -> tuple[dict | None, str]:
+    """Train and evaluate fold ``fold``; returns its results (None if interrupted) and the digest of its weights."""
+    run_dir = run.output_dir / f"fold-{fold}"
+    results_path = run_dir / "results.json"
+    if run.args.resume and results_path.is_file():
+        results = json.loads(results_path.read_text())
+        return results, results["weights_sha256"]
+    state, model, finished = fit(run, run_dir, train_videos, val_videos, run.args.epochs, fold, run_dir / "best")
+    digest = weights_digest(model)
+    if not finished:
+        return None, digest
+    best = GesturesForVideoClassification.from_pretrained(run_dir / "best").to(run.accelerator.device)
+    probabilities = evaluate(run, best, val_videos, dense=True)
+    labels = run.bank.labels[val_videos]
+    results = {
+        "fold": fold, "num_val": len(val_videos), "best_epoch": state.best_epoch,
+        **{name: classification_metrics(labels, probabilities[name]) for name in EVALUATIONS},
+        "videos": run.bank.table["video"].iloc[val_videos].tolist(), "labels": labels.tolist(),
+        "probabilities": {name: values.tolist() for name, values in probabilities.items()},
+        "weights_sha256": digest,
+    }
+    run.write_json(results_path, results)
+    return results, digest
+
+
+def cross_validation_report(run: Run, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``metrics.json`` report of the finished folds."""
+    args, table = run.args, run.bank.table
+    folds = [{key: fold[key] for key in ("fold", "num_val", "best_epoch", *EVALUATIONS)} for fold in results]
+    labels = np.concatenate([fold["labels"] for fold in results])
+    summary = {
+        name: summarize([fold[name] for fold in results], labels,
+                        np.concatenate([fold["probabilities"][name] for fold in results]))
+        for name in EVALUATIONS
+    }
+    return {
+        "protocol": {"group_by": args.group_by, "folds": args.folds, "seed": args.seed,
+                     "description": PROTOCOLS[args.group_by].format(k=args.folds)},
+        "dataset": {"path": run.bank.path, "num_videos": len(table), "num_patients": int(table["patient"].nunique()),
+                    "synthetic": bool(run.bank.settings.get("synthetic", False))},
+        "settings": args.to_dict(),
+        "folds": folds,
+        "summary": summary,
+    }
+
+
+def write_report(run: Run, report: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    if not run.is_main:
+        return
+    run.write_json(run.output_dir / "metrics.json", report)
+    (run.output_dir / "metrics.md").write_text(metrics_markdown(report))
+    rows = [{"fold": fold["fold"], "video": video, "label": label,
+             **{f"tcs_probability_{name}": fold["probabilities"][name][i] for name in EVALUATIONS}}
+            for fold in results for i, (video, label) in enumerate(zip(fold["videos"], fold["labels"], strict=True))]
+    pd.DataFrame(rows).to_csv(run.output_dir / "predictions.csv", index=False)
+    exports = [run.output_dir / f"fold-{fold['fold']}" / "best" for fold in results] + [run.output_dir / "final"]
+    for directory in exports:
+        if directory.is_dir():
+            run.write_json(directory / CV_METRICS_FILE, report)
+
+
+def final_epochs(args: TrainingArguments, results: list[dict[str, Any]]) -> int:
+    """``--final-epochs``, else the median best epoch of the folds, rounded up."""
+    return args.final_epochs or math.ceil(float(np.median([fold["best_epoch"] for fold in results])))
+
+
+def check_arguments(run: Run) -> None:
+    """Write ``training_args.json``; a resumed run must match the saved arguments."""
+    path = run.output_dir / ARGS_FILE
+    current = {k: v for k, v in run.args.to_dict().items() if k not in TrainingArguments.RUNTIME_OPTIONS}
+    if path.is_file():
+        saved = {k: v for k, v in json.loads(path.read_text()).items() if k not in TrainingArguments.RUNTIME_OPTIONS}
+        changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+        if changed:
+            raise ValueError(f"{run.output_dir} was trained with other arguments (saved, now): {changed}. Use the same "
+                             "arguments, or another --output-dir.")
+    run.write_json(path, run.args.to_dict())
+
+
+def train(args: TrainingArguments, accelerator: Accelerator | None = None) -> dict[str, Any] | None:
+    """Cross-validate, export the best model of each fold and a final model; returns ``metrics.json`` (None while
+    folds are missing or the run was stopped early)."""
+    accelerator = accelerator or Accelerator(mixed_precision=args.mixed_precision, step_scheduler_with_optimizer=False)
+    bank = drop_short_videos(FeatureBank.load(args.features), args.num_segments, args.drop_short)
+    sampler = SegmentSampler(bank, args.num_segments)
+    run = Run(args, accelerator, bank, sampler, sampler.draw("middle"), Path(args.output_dir))
+    check_arguments(run)
+    folds = cross_validation_folds(bank.table, args.folds, group_by=args.group_by, seed=args.seed)
+    digests: dict[str, str] = {}
+    for fold in range(args.folds) if args.fold is None else [args.fold]:
+        results, digests[f"fold-{fold}"] = train_fold(run, fold, *folds[fold])
+        if results is None:
+            break
+    accelerator.wait_for_everyone()
+    done = [json.loads(path.read_text()) for fold in range(args.folds)
+            if (path := run.output_dir / f"fold-{fold}" / "results.json").is_file()]
+    report = cross_validation_report(run, done) if done else None
+    complete = len(done) == args.folds
+    if complete and not args.no_final and args.fold is None:
+        _, model, finished = fit(run, run.output_dir / "final-run", np.arange(len(bank)), None,
+                                 final_epochs(args, done), args.folds, run.output_dir / "final")
+        digests["final"] = weights_digest(model)
+        if finished and args.encoder and run.is_main:
+            export(run, attach_encoder(model, args.encoder, encoder_weights=args.encoder_weights),
+                   run.output_dir / "final-video")
+    if report is not None:
+        write_report(run, report, done)
+    processes = {"process_index": accelerator.process_index, "num_processes": accelerator.num_processes,
+                 "device": str(accelerator.device), "weights_sha256": digests}
+    (run.output_dir / "processes").mkdir(parents=True, exist_ok=True)
+    (run.output_dir / "processes" / f"process-{accelerator.process_index}.json").write_text(json.dumps(processes))
+    return report if complete else None
+
+
+# Export ---------------------------------------------------------------------------------------------------------------
+
+HEAD_OPTIONS = ("aggregation", "hidden_size", "num_layers", "dropout", "num_segments", "gamma", "class_weights",
+                "id2label", "label2id")
+
+
+def attach_encoder(
+    feature_model: GesturesForVideoClassification | str | Path,
+    encoder: GesturesForVideoClassification | str | Path,
+    *,
+    encoder_weights: str | Path | None = None,
+) -> GesturesForVideoClassification:
+    """Put the aggregator and classifier of a model trained on features behind a snippet encoder.
+
+    ``encoder`` is a model with an encoder, or a preset name, folder or Hub id for
+    :func:`gestures_hub.presets.load_model` (``encoder_weights``: a checkpoint for the importers). The result takes
+    ``pixel_values`` (videos in, FOS/TCS out) and gives the same logits as ``feature_model`` on the encoder's features.
+    """
+    from .presets import load_model
+
+    if not isinstance(feature_model, GesturesForVideoClassification):
+        feature_model = GesturesForVideoClassification.from_pretrained(str(feature_model))
+    if not isinstance(encoder, GesturesForVideoClassification):
+        encoder, _ = load_model(encoder, weights=encoder_weights)
+    elif encoder_weights is not None:
+        raise ValueError("encoder_weights only applies when the encoder is given by name or path.")
+    head, base = feature_model.config, encoder.config
+    if base.encoder == "none":
+        raise ValueError("The encoder model has no encoder (encoder='none').")
+    for name in ("feature_dim", "frames_per_snippet", "fps"):
+        if getattr(head, name) != getattr(base, name):
+            raise ValueError(f"The features were made with {name}={getattr(head, name)}, the encoder uses "
+                             f"{getattr(base, name)}.")
+    config = GesturesConfig.from_dict({**base.to_dict(), **{name: getattr(head, name) for name in HEAD_OPTIONS}})
+    model = GesturesForVideoClassification(config)
+    model.gestures.encoder.load_state_dict(encoder.gestures.encoder.state_dict())
+    model.gestures.aggregator.load_state_dict(feature_model.gestures.aggregator.state_dict())
+    model.classifier.load_state_dict(feature_model.classifier.state_dict())
+    return model.eval()
+
+
+# Command line ---------------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    add_dataclass_arguments(parser, TrainingArguments)
+    return parser
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="cross-validate and train an aggregator on snippet features (Accelerate)",
+        description=__doc__.split("\n\n")[0] + " Launch with `accelerate launch -m gestures_hub.train` for several "
+        "processes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_arguments(parser).set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    transformers_logging.disable_progress_bar()  # one bar per fold is enough
+    names = {spec.name for spec in dataclasses.fields(TrainingArguments)}
+    report = train(TrainingArguments(**{k: v for k, v in vars(args).items() if k in names}))
+    if report is not None:
+        summary = report["summary"]["middle"]
+        print(f"Validation F1 (middle snippets): {summary['mean']['f1']:.3f} mean over folds, "
+              f"{summary['pooled']['f1']:.3f} pooled. See {Path(args.output_dir) / 'metrics.md'}.")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = add_arguments(argparse.ArgumentParser(prog="gestures_hub.train", description=__doc__.split("\n\n")[0],
+                                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

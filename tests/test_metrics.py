@@ -1,0 +1,71 @@
+"""Metrics equal scikit-learn's and hand computations; aggregation across folds; Markdown tables."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+
+from gestures_hub.metrics import METRICS, classification_metrics, format_value, metrics_markdown, summarize
+
+# 6 videos: TCS = 1. Predictions (p > 0.5): 1 1 0 | 0 0 1 -> tp 2, fn 1, tn 2, fp 1.
+LABELS = [1, 1, 1, 0, 0, 0]
+PROBS = [0.9, 0.6, 0.4, 0.2, 0.45, 0.7]
+
+
+def test_hand_made_example():
+    m = classification_metrics(LABELS, PROBS)
+    assert m["confusion_matrix"] == [[2, 1], [1, 2]]  # [[tn, fp], [fn, tp]]
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    # AUROC by counting (TCS, FOS) pairs ranked right: 0.9 beats 3 FOS scores, 0.6 beats 2, 0.4 beats 1 -> 6/9
+    assert m["auroc"] == pytest.approx(6 / 9)
+    assert m["auroc"] == pytest.approx(roc_auc_score(LABELS, PROBS))
+    assert m["f1"] == pytest.approx(f1_score(LABELS, np.array(PROBS) > 0.5))
+
+
+def test_threshold_is_the_argmax_of_two_logits():
+    assert classification_metrics([1, 0], [0.5, 0.5])["confusion_matrix"] == [[1, 0], [1, 0]]  # ties -> FOS
+
+
+def test_undefined_values():
+    m = classification_metrics([0, 0, 0], [0.1, 0.2, 0.3])  # one class, no TCS predicted
+    assert m["auroc"] is None
+    assert m["precision"] == m["recall"] == m["f1"] == 0.0
+    assert m["accuracy"] == m["balanced_accuracy"] == 1.0
+    with pytest.raises(ValueError, match="as many labels"):
+        classification_metrics([0, 1], [0.3])
+
+
+def test_summary_mean_std_pooled():
+    folds = [(LABELS[:3] + LABELS[3:5], PROBS[:3] + PROBS[3:5]), ([1, 0, 0], [0.8, 0.6, 0.1]), ([0, 0], [0.3, 0.2])]
+    per_fold = [classification_metrics(labels, probs) for labels, probs in folds]
+    all_labels = np.concatenate([labels for labels, _ in folds])
+    all_probs = np.concatenate([probs for _, probs in folds])
+    summary = summarize(per_fold, all_labels, all_probs)
+    for name in METRICS:
+        values = [fold[name] for fold in per_fold if fold[name] is not None]
+        assert summary["mean"][name] == pytest.approx(np.mean(values))
+        assert summary["std"][name] == pytest.approx(np.std(values, ddof=1))
+    assert len([fold for fold in per_fold if fold["auroc"] is not None]) == 2  # the FOS-only fold has no AUROC
+    assert summary["pooled"] == classification_metrics(all_labels, all_probs)
+    single = summarize(per_fold[:1], folds[0][0], folds[0][1])
+    assert single["std"]["f1"] is None and single["mean"]["f1"] == per_fold[0]["f1"]
+
+
+def test_markdown():
+    assert format_value(0.91234, 0.05) == "0.912 ± 0.050"
+    assert format_value(None) == "n/a"
+    fold = {"fold": 0, "num_val": 6, "best_epoch": 3, "middle": classification_metrics(LABELS, PROBS),
+            "dense": classification_metrics(LABELS, PROBS)}
+    report = {
+        "protocol": {"group_by": "patient", "folds": 1, "seed": 0, "description": "patient-grouped 1-fold test"},
+        "dataset": {"path": "x", "num_videos": 6, "num_patients": 3, "synthetic": True},
+        "folds": [fold],
+        "summary": {name: summarize([fold[name]], LABELS, PROBS) for name in ("middle", "dense")},
+    }
+    text = metrics_markdown(report)
+    assert "| middle snippets, pooled | 0.667 | 0.667 | 0.667 | 0.667 | 0.667 | 0.667 |" in text
+    assert "| 0 | 6 | 3 | 0.667 | 0.667 | 0.667 | 0.667 |" in text
+    assert "(synthetic data)" in text

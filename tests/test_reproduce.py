@@ -1,0 +1,110 @@
+"""The stacked grid trainer is the single-model algorithm, batched; the grid writes the paper-shaped table."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from test_train import noisy_dataset, write_features
+
+from gestures_hub import GesturesConfig, GesturesForVideoClassification
+from gestures_hub.reproduce import (
+    ReproduceArguments,
+    StackedClassifier,
+    dense_probabilities,
+    load_bank,
+    plan_stacks,
+    reproduce,
+    train_stack,
+)
+from gestures_hub.train import FeatureBank, Run, SegmentSampler, fit
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def heads(aggregation, count=3, dim=5, hidden=4):
+    models = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        models.append(GesturesForVideoClassification(GesturesConfig(encoder="none", feature_dim=dim,
+                                                                    aggregation=aggregation, hidden_size=hidden)))
+    return models
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "lstm", "blstm"])
+def test_stacked_classifier_is_the_models_side_by_side(tmp_path, aggregation):
+    models = heads(aggregation)
+    stack = StackedClassifier(models)
+    torch.manual_seed(0)
+    features = torch.randn(3, 6, 4, 5)
+    logits = stack(features)
+    for m, model in enumerate(models):
+        assert all(torch.equal(value, stack.export(m)[key]) for key, value in model.state_dict().items())
+        torch.testing.assert_close(logits[m], model(snippet_features=features[m]).logits)
+
+    # whole videos of different lengths, as in dense evaluation, against the packed-sequence model
+    lengths = [7, 3, 11, 5]
+    sequences = [np.random.default_rng(n).normal(size=(n, 5)) for n in lengths]
+    bank = FeatureBank.load(write_features(tmp_path / "f", sequences, [0, 1, 0, 1]))
+    val_sets = [np.array([2, 0, 3]), np.array([1, 3])]
+    dense = dense_probabilities(bank, stack, [0, 1, 0], val_sets, chunk=4)
+    for m, fold in enumerate([0, 1, 0]):
+        sequences = [bank.sequence(v) for v in val_sets[fold]]
+        padded = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True)
+        mask = (torch.arange(padded.shape[1]) < torch.tensor([len(s) for s in sequences])[:, None]).long()
+        with torch.no_grad():
+            expected = models[m](snippet_features=padded, attention_mask=mask).logits.softmax(-1)[:, 1]
+        np.testing.assert_allclose(dense[m], expected.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["original", "weighted"])
+def test_a_stack_of_models_equals_single_runs(tmp_path, loss):
+    """Every (aggregation, gamma, fold) model of a batched run matches `gestures train` of that setting."""
+    options = ReproduceArguments(features=noisy_dataset(tmp_path / "f", num_videos=30), output_dir=str(tmp_path),
+                                 protocols=["patient"], segments=[4], gammas=[1, "middle"], folds=2, epochs=3,
+                                 batch_size=8, hidden_size=4, loss=loss)
+    bank = load_bank(options)
+    accelerator = Accelerator()
+    sampler = SegmentSampler(bank, 4)
+    for spec in plan_stacks(bank, options):
+        result = train_stack(bank, options, spec, keep_model=True)
+        assert len(result.spec.folds) == 4
+        for m, (gamma, fold) in enumerate(zip(spec.gammas, spec.folds, strict=True)):
+            args = options.training_arguments(spec.aggregation, 4, gamma, "patient")
+            args.output_dir = str(tmp_path / f"{spec.aggregation}-{m}")
+            run = Run(args, accelerator, bank, sampler, sampler.draw("middle"), tmp_path / f"{spec.aggregation}-{m}")
+            train_videos, val_videos = spec.splits[fold]
+            state, model, _ = fit(run, run.output_dir / "fold", train_videos, val_videos, args.epochs, fold,
+                                  run.output_dir / "best")
+            single = model.state_dict()
+            for key, value in result.model.export(m).items():
+                torch.testing.assert_close(value, single[key], atol=1e-5, rtol=1e-4)
+            assert result.best_epochs[m] == state.best_epoch
+
+
+def test_reproduce_writes_the_grid(tmp_path):
+    rng = np.random.default_rng(0)
+    sequences = [rng.normal(size=(int(rng.integers(20, 40)), 4)) + 0.7 * (i % 2) for i in range(24)]
+    patients = [f"p{i // 2:02d}" for i in range(24)]  # two seizures per patient
+    features = write_features(tmp_path / "f", sequences, [i % 2 for i in range(24)], patients=patients)
+    options = ReproduceArguments(features=features, output_dir=str(tmp_path / "grid"), segments=[2, 4],
+                                 gammas=[2, "middle"], folds=3, epochs=2, batch_size=8, hidden_size=4, workers=2)
+    report = reproduce(options)
+    table = (tmp_path / "grid" / "reproduce.md").read_text()
+    for protocol in ("seizure", "patient"):
+        grid = json.loads((tmp_path / "grid" / protocol / "grid.json").read_text())
+        assert grid == json.loads(json.dumps(report["protocols"][protocol]))
+        assert len(grid["settings"]) == 3 * 2 * 2
+        for entry in grid["settings"]:
+            assert [fold["fold"] for fold in entry["folds"]] == [0, 1, 2]
+            assert sum(fold["num_val"] for fold in entry["folds"]) == 24
+            assert set(entry["summary"]) == {"middle", "dense"}
+    assert table.count("| BLSTM | 4 | ∞ (middle) |") == 2  # one row per protocol
+    assert "Seizure-wise 3-fold cross-validation" in table and "Patient-grouped stratified 3-fold" in table

@@ -1,0 +1,320 @@
+"""Training with Accelerate: losses, sampling, outputs, export, resume, order-sensitivity, two processes."""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import AutoModelForVideoClassification
+
+from gestures_hub import GesturesConfig, GesturesForVideoClassification
+from gestures_hub import reproduce as reproduce_module
+from gestures_hub import train as train_module
+from gestures_hub.cli import COMMAND_MODULES
+from gestures_hub.features import FeatureSettings, FeatureShardWriter
+from gestures_hub.sampling import segment_indices, segment_ranges
+from gestures_hub.train import (
+    FeatureBank,
+    SegmentSampler,
+    TrainingArguments,
+    attach_encoder,
+    batch_loss,
+    epoch_draws,
+    loss_weights,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: threads only add contention on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_features(path, sequences, labels, patients=None, frames_per_snippet=1):
+    """A features dataset of the given ``(length, dim)`` sequences; one patient per video unless given."""
+    settings = FeatureSettings(encoder="none", fps=15.0, frames_per_snippet=frames_per_snippet, stride=1,
+                               feature_dim=sequences[0].shape[1], image_size=112, synthetic=True)
+    with FeatureShardWriter(path, settings) as writer:
+        for i, (features, label) in enumerate(zip(sequences, labels, strict=True)):
+            writer.add({"video": f"v{i:03d}", "patient": patients[i] if patients else f"p{i:03d}",
+                        "seizure": f"s{i:03d}", "view": "Large", "label": int(label), "duration": len(features) / 15,
+                        "onset_bilateral": None, "num_snippets": len(features),
+                        "start_times": np.arange(len(features), dtype=np.float32) / 15,
+                        "features": np.asarray(features, dtype=np.float32)})
+    return str(path)
+
+
+def events_dataset(path, task, num_videos=60, length=40, dim=6, seed=0):
+    """Noise plus event windows: ``order`` (A then B is TCS, B then A is FOS) or ``presence`` (event C is TCS)."""
+    rng = np.random.default_rng(seed)
+    sequences, labels = [], []
+    for i in range(num_videos):
+        label = i % 2
+        x = 0.3 * rng.standard_normal((length, dim))
+        if task == "order":
+            first, second = (0, 1) if label else (1, 0)
+            x[rng.integers(0, length // 2 - 12):, first][:12] += 2.0
+            x[rng.integers(length // 2, length - 12):, second][:12] += 2.0
+        elif label:
+            start = rng.integers(0, length - 12)
+            x[start:start + 12, 2] += 2.0
+        sequences.append(x)
+        labels.append(label)
+    return write_features(path, sequences, labels)
+
+
+def noisy_dataset(path, num_videos=24, dim=4, seed=0):
+    rng = np.random.default_rng(seed)
+    sequences = [rng.standard_normal((int(rng.integers(12, 30)), dim)) + 0.8 * (i % 2) for i in range(num_videos)]
+    return write_features(path, sequences, [i % 2 for i in range(num_videos)])
+
+
+def tiny_args(features, output_dir, **overrides):
+    options = dict(features=features, output_dir=str(output_dir), aggregation="blstm", num_segments=4, gamma=2.0,
+                   hidden_size=4, folds=3, epochs=4, batch_size=8, eval_batch_size=4, seed=0)
+    return TrainingArguments(**{**options, **overrides})
+
+
+# Losses -------------------------------------------------------------------------------------------------------------
+
+
+def test_original_loss_is_the_paper_formula():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(10, 2), torch.tensor([1, 0, 0, 1, 0, 0, 0, 1, 0, 0])
+    train_labels = np.array([1] * 3 + [0] * 7)
+    weights = loss_weights(train_labels, "original")
+    assert weights.tolist() == pytest.approx([10 / 3])  # 1 / fraction of TCS
+    one_hot = F.one_hot(labels, 2).float()
+    expected = F.binary_cross_entropy_with_logits(logits, one_hot, pos_weight=torch.tensor([10 / 3]))
+    by_hand = -(10 / 3 * one_hot * F.logsigmoid(logits) + (1 - one_hot) * F.logsigmoid(-logits)).mean()
+    loss = batch_loss(logits, labels, "original", weights)
+    assert loss == pytest.approx(float(expected), rel=1e-6)
+    assert loss == pytest.approx(float(by_hand), rel=1e-6)
+    # The scalar pos_weight multiplies the positive column of both classes: FOS and TCS are weighted alike.
+    swapped = batch_loss(logits.flip(-1), 1 - labels, "original", weights)
+    assert swapped == pytest.approx(float(loss), rel=1e-6)
+
+
+def test_weighted_loss_balances_the_classes():
+    train_labels = np.array([1] * 3 + [0] * 9)
+    weights = loss_weights(train_labels, "weighted")
+    assert weights.tolist() == pytest.approx([12 / (2 * 9), 12 / (2 * 3)])  # N / (2 N_c), i.e. ∝ 1 / fraction
+    assert weights[0] * 9 == pytest.approx(weights[1] * 3)  # each class carries half of the total weight
+    torch.manual_seed(0)
+    logits, labels = torch.randn(7, 2), torch.tensor([1, 0, 0, 1, 0, 0, 1])
+    expected = F.cross_entropy(logits, labels, weight=weights)
+    assert batch_loss(logits, labels, "weighted", weights) == pytest.approx(float(expected), rel=1e-6)
+    # the model's own loss uses the same weights once they are in its config
+    model = GesturesForVideoClassification(GesturesConfig(encoder="none", feature_dim=4, hidden_size=4,
+                                                          class_weights=weights.tolist()))
+    with torch.no_grad():
+        out = model(snippet_features=torch.randn(7, 3, 4), labels=labels)
+    assert float(out.loss) == pytest.approx(float(batch_loss(out.logits, labels, "weighted", weights)), rel=1e-6)
+    with pytest.raises(ValueError, match="both classes"):
+        loss_weights(np.zeros(5, dtype=int), "weighted")
+
+
+# Sampling -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_segment_sampler_is_segment_indices_for_all_videos(tmp_path, stride):
+    lengths = [40, 57, 103, 250]
+    features = write_features(tmp_path / "f", [np.zeros((n, 2)) for n in lengths], [0, 1, 0, 1],
+                              frames_per_snippet=8)
+    bank = FeatureBank.load(features)
+    bank.settings["stride"] = stride
+    sampler = SegmentSampler(bank, num_segments=3)
+    middle = sampler.draw("middle")
+    for video, length in enumerate(lengths):
+        expected = segment_indices(length, num_segments=3, frames_per_snippet=8, stride=stride)
+        assert middle[video].tolist() == expected.tolist()
+    uniform = np.stack([epoch_draws(sampler, 1, seed=0, epoch=epoch) for epoch in range(300)])
+    beta = np.stack([epoch_draws(sampler, 4, seed=0, epoch=epoch) for epoch in range(300)])
+    for video, length in enumerate(lengths):
+        for segment, (first, last) in enumerate(segment_ranges(length, num_segments=3, frames_per_snippet=8,
+                                                               stride=stride)):
+            lowest, highest = -(-first // stride), last // stride  # the vectors starting inside the segment
+            for draws in (uniform, beta):
+                assert lowest <= draws[:, video, segment].min() and draws[:, video, segment].max() <= highest
+    if stride == 1:
+        assert set(uniform[:, 0, 0].tolist()) == set(range(0, 9))  # every start of a 9-start range is drawn
+        assert beta[:, 0, 0].std() < 0.7 * uniform[:, 0, 0].std()  # Beta(4, 4) concentrates in the middle
+    assert (np.diff(uniform, axis=-1) > 0).all()
+    assert np.array_equal(epoch_draws(sampler, 4, 0, 5), beta[5])  # a function of (seed, epoch)
+
+
+def test_short_video_is_named(tmp_path):
+    features = write_features(tmp_path / "f", [np.zeros((n, 2)) for n in (30, 5, 30, 30)], [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"v001"):
+        train(tiny_args(features, tmp_path / "run", num_segments=4, folds=2))
+    with pytest.raises(ValueError, match="larger than the number of patients"):
+        train(tiny_args(features, tmp_path / "run2", num_segments=2, folds=5))
+
+
+# Cross-validation, export, reload -----------------------------------------------------------------------------------
+
+
+def test_cross_validation_outputs_and_reload(tmp_path):
+    features = noisy_dataset(tmp_path / "f")
+    out = tmp_path / "run"
+    report = train(tiny_args(features, out, loss="original"))
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert saved["protocol"] == {"group_by": "patient", "folds": 3, "seed": 0,
+                                 "description": "patient-grouped stratified 3-fold cross-validation"}
+    assert saved["dataset"]["num_videos"] == 24 and saved["dataset"]["synthetic"] is True
+    assert saved["settings"]["loss"] == "original" and saved["settings"]["gamma"] == 2.0
+    assert [fold["fold"] for fold in saved["folds"]] == [0, 1, 2]
+    assert sum(fold["num_val"] for fold in saved["folds"]) == 24
+    for fold in saved["folds"]:
+        assert 1 <= fold["best_epoch"] <= 4
+        for name in ("middle", "dense"):
+            assert set(fold[name]) == {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc",
+                                       "confusion_matrix"}
+    assert set(saved["summary"]["middle"]) == {"mean", "std", "pooled"}
+    assert "| middle snippets, pooled |" in (out / "metrics.md").read_text()
+    assert len((out / "fold-0" / "log.csv").read_text().splitlines()) == 1 + 4
+    assert (out / "fold-0" / "checkpoint" / "trainer_state.json").is_file()
+    # final model: median best epoch, rounded up
+    expected_epochs = math.ceil(np.median([fold["best_epoch"] for fold in saved["folds"]]))
+    assert len((out / "final-run" / "log.csv").read_text().splitlines()) == 1 + expected_epochs
+    for export in (out / "final", out / "fold-1" / "best"):
+        assert json.loads((export / "cv_metrics.json").read_text()) == saved
+        assert json.loads((export / "training_args.json").read_text())["aggregation"] == "blstm"
+
+    # An exported fold model reloads through the Auto API (remote code) and reproduces its validation predictions.
+    results = json.loads((out / "fold-1" / "results.json").read_text())
+    model = AutoModelForVideoClassification.from_pretrained(out / "fold-1" / "best", trust_remote_code=True).eval()
+    assert type(model).__name__ == "GesturesForVideoClassification"
+    bank = FeatureBank.load(features)
+    videos = bank.table.index[bank.table["video"].isin(results["videos"])].to_numpy()
+    middle = SegmentSampler(bank, 4).draw("middle")
+    with torch.no_grad():
+        probabilities = model(snippet_features=bank.gather(videos, middle[videos])).logits.softmax(-1)[:, 1]
+        dense = [model(snippet_features=bank.sequence(v)[None]).logits.softmax(-1)[0, 1] for v in videos]
+    np.testing.assert_allclose(probabilities.numpy(), results["probabilities"]["middle"], atol=1e-5)
+    np.testing.assert_allclose(np.array(dense), results["probabilities"]["dense"], atol=1e-5)
+
+
+def test_resume_gives_the_same_weights(tmp_path):
+    features = noisy_dataset(tmp_path / "f")
+    options = dict(fold=1, epochs=6, dropout=0.3, scheduler="cosine", no_final=True)
+    train(tiny_args(features, tmp_path / "straight", **options))
+    interrupted = tmp_path / "interrupted"
+    assert train(tiny_args(features, interrupted, max_epochs_this_run=2, **options)) is None
+    assert not (interrupted / "fold-1" / "results.json").exists()
+    train(tiny_args(features, interrupted, resume=True, max_epochs_this_run=3, **options))
+    train(tiny_args(features, interrupted, resume=True, **options))
+    for name in ("checkpoint/model.safetensors", "best/model.safetensors"):
+        a, b = load_file(tmp_path / "straight" / "fold-1" / name), load_file(interrupted / "fold-1" / name)
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    resumed = json.loads((interrupted / "metrics.json").read_text())
+    assert straight["folds"] == resumed["folds"]
+    with pytest.raises(ValueError, match="other arguments"):
+        train(tiny_args(features, interrupted, resume=True, **{**options, "learning_rate": 0.1}))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_args(features, interrupted, **options))
+
+
+def test_order_needs_a_recurrent_aggregator(tmp_path):
+    """Same events in a different order: LSTM and BLSTM learn it, mean pooling cannot; presence: all learn."""
+    accuracy = {}
+    for task in ("order", "presence"):
+        features = events_dataset(tmp_path / task, task)
+        for aggregation in ("mean", "lstm", "blstm"):
+            report = train(tiny_args(features, tmp_path / f"{task}-{aggregation}", aggregation=aggregation,
+                                     num_segments=8, gamma=1, hidden_size=8, folds=2, epochs=20, batch_size=10,
+                                     checkpoint_every=100, no_final=True))
+            accuracy[task, aggregation] = report["summary"]["middle"]["pooled"]["accuracy"]
+    assert accuracy["order", "mean"] <= 0.65, accuracy  # chance level, up to best-epoch selection on 60 videos
+    assert min(accuracy["order", "lstm"], accuracy["order", "blstm"]) >= 0.95, accuracy
+    assert min(accuracy["presence", name] for name in ("mean", "lstm", "blstm")) >= 0.9, accuracy
+
+
+# Two processes ------------------------------------------------------------------------------------------------------
+
+
+def test_two_processes_match_one(tmp_path):
+    features = noisy_dataset(tmp_path / "f")
+    flags = ["--features", features, "--folds", "3", "--fold", "0", "--epochs", "3", "--batch-size", "8",
+             "--num-segments", "4", "--hidden-size", "4", "--aggregation", "lstm", "--no-final"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                str(29500 + os.getpid() % 1000), "-m", "gestures_hub.train"]
+    done = subprocess.run(launcher + flags + ["--output-dir", str(tmp_path / "two")], env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    train(TrainingArguments(features=features, output_dir=str(tmp_path / "one"), folds=3, fold=0, epochs=3,
+                            batch_size=8, num_segments=4, hidden_size=4, aggregation="lstm", no_final=True))
+
+    records = [json.loads((tmp_path / "two" / "processes" / f"process-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["process_index"] for r in records] == [0, 1] and {r["num_processes"] for r in records} == {2}
+    assert records[0]["weights_sha256"] == records[1]["weights_sha256"]  # identical parameters on both ranks
+    one = load_file(tmp_path / "one" / "fold-0" / "checkpoint" / "model.safetensors")
+    two = load_file(tmp_path / "two" / "fold-0" / "checkpoint" / "model.safetensors")
+    for key, value in one.items():  # DDP wraps the model: keys may carry "module."
+        torch.testing.assert_close(two.get(key, two.get(f"module.{key}")), value, atol=1e-5, rtol=1e-4)
+    metrics = [json.loads((tmp_path / run / "fold-0" / "results.json").read_text()) for run in ("one", "two")]
+    for name in ("middle", "dense"):
+        np.testing.assert_allclose(metrics[0]["probabilities"][name], metrics[1]["probabilities"][name], atol=1e-4)
+        assert metrics[0][name]["confusion_matrix"] == metrics[1][name]["confusion_matrix"]
+    assert metrics[0]["best_epoch"] == metrics[1]["best_epoch"]
+
+
+# Encoder, command line ----------------------------------------------------------------------------------------------
+
+
+def test_attach_encoder_gives_a_video_model():
+    from gestures_hub.presets import get_config
+
+    video_config = get_config("tiny-videomae")
+    head = GesturesForVideoClassification(GesturesConfig(
+        encoder="none", feature_dim=video_config.feature_dim, frames_per_snippet=video_config.frames_per_snippet,
+        aggregation="lstm", hidden_size=5, num_segments=3, gamma="middle")).eval()
+    model = attach_encoder(head, "tiny-videomae")
+    assert model.config.encoder == "videomae" and model.config.aggregation == "lstm"
+    assert model.config.hidden_size == 5 and model.config.num_segments == 3
+    torch.manual_seed(0)
+    pixel_values = torch.rand(2, 3, 3, video_config.frames_per_snippet, video_config.image_size,
+                              video_config.image_size)
+    with torch.no_grad():
+        features = model.gestures.encode_snippets(pixel_values.flatten(0, 1)).unflatten(0, (2, 3))
+        torch.testing.assert_close(model(pixel_values=pixel_values).logits,
+                                   head(snippet_features=features).logits)
+    mismatched = GesturesForVideoClassification(GesturesConfig(encoder="none", feature_dim=7))
+    with pytest.raises(ValueError, match="feature_dim"):
+        attach_encoder(mismatched, "tiny-videomae")
+
+
+def test_command_line():
+    assert {"gestures_hub.train", "gestures_hub.reproduce"} <= set(COMMAND_MODULES)
+    parser = argparse.ArgumentParser(prog="gestures")
+    commands = parser.add_subparsers()
+    for module in (train_module, reproduce_module):
+        module.register(commands)
+    args = parser.parse_args(["train", "--features", "d", "--output-dir", "o", "--gamma", "middle", "--loss",
+                              "original", "--folds", "5", "--fold", "2", "--group-by", "seizure", "--resume"])
+    assert (args.gamma, args.loss, args.folds, args.fold, args.group_by, args.resume) == \
+        ("middle", "original", 5, 2, "seizure", True)
+    assert (args.learning_rate, args.batch_size, args.epochs, args.weight_decay) == (1e-2, 64, 400, 0.01)
+    args = parser.parse_args(["reproduce", "--features", "d", "--output-dir", "o", "--gammas", "1", "middle"])
+    assert args.gammas == [1.0, "middle"] and args.loss == "original" and args.segments == [2, 4, 8, 16]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--features", "d", "--output-dir", "o", "--gamma", "-1"])
