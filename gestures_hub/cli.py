@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gestures_hub.hub",
     "gestures_hub.synthetic",
     "gestures_hub.train", "gestures_hub.reproduce",
+    "gestures_hub.predict", "gestures_hub.quickstart",
 )
 
 

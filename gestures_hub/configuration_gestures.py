@@ -9,7 +9,7 @@ from transformers import PretrainedConfig
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
-ENCODERS = ("r2plus1d_34", "r2plus1d_18", "r3d_18", "mc3_18", "videomae", "auto", "none")
+ENCODERS = ("r2plus1d_34", "r2plus1d_tiny", "r2plus1d_18", "r3d_18", "mc3_18", "videomae", "auto", "none")
 AGGREGATIONS = ("mean", "lstm", "blstm", "gru", "bgru")
 
 
@@ -22,10 +22,11 @@ class GesturesConfig(PretrainedConfig):
 
     Args:
         encoder (`str`, *optional*, defaults to `"r2plus1d_34"`):
-            Snippet encoder: `"r2plus1d_34"` (IG-65M layout), torchvision's `"r2plus1d_18"`, `"r3d_18"`,
-            `"mc3_18"`, `"videomae"` (a `VideoMAEModel` built from `encoder_config`), `"auto"` (any transformers
-            video backbone taking `(batch, frames, channels, height, width)`, built from `encoder_config`,
-            which must hold its `model_type`), or `"none"` (the model takes precomputed `snippet_features`).
+            Snippet encoder: `"r2plus1d_34"` (IG-65M layout), `"r2plus1d_tiny"` (compact, 128 features; the demo
+            model), torchvision's `"r2plus1d_18"`, `"r3d_18"`, `"mc3_18"`, `"videomae"` (a `VideoMAEModel` built
+            from `encoder_config`), `"auto"` (any transformers video backbone taking `(batch, frames, channels,
+            height, width)`, built from `encoder_config`, which must hold its `model_type`), or `"none"` (the
+            model takes precomputed `snippet_features`).
         encoder_config (`dict`, *optional*):
             Configuration of a transformers encoder (`"videomae"` and `"auto"` only).
         encoder_name_or_path (`str`, *optional*):
@@ -146,4 +147,4 @@ class GesturesConfig(PretrainedConfig):
 def _default_feature_dim(encoder: str, encoder_config: dict[str, Any] | None) -> int:
     if encoder_config is not None:
         return int(encoder_config["hidden_size"])
-    return 512
+    return 128 if encoder == "r2plus1d_tiny" else 512

@@ -43,8 +43,37 @@ def r2plus1d_34() -> tv_resnet.VideoResNet:
     return _drop_classifier(model)
 
 
+class FrameDifferences(nn.Module):
+    """Append each frame's difference from the previous one (zero for the first) to the channels: 3 -> 6."""
+
+    def forward(self, snippets: torch.Tensor) -> torch.Tensor:
+        return torch.cat([snippets, snippets.diff(dim=2, prepend=snippets[:, :, :1])], dim=1)
+
+
+def r2plus1d_tiny(widths: tuple[int, ...] = (16, 32, 64, 128)) -> nn.Sequential:
+    """A compact R(2+1)D learnable on a CPU (the demo model): frames and frame differences (a motion prior), an
+    R(2+1)D stem and one torchvision basic block of stride 2 per width; returns ``widths[-1]`` (128) features."""
+    stem = nn.Sequential(
+        FrameDifferences(),
+        nn.Conv3d(6, widths[0], kernel_size=(1, 5, 5), stride=(1, 2, 2), padding=(0, 2, 2), bias=False),
+        nn.BatchNorm3d(widths[0]),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(widths[0], widths[0], kernel_size=(3, 1, 1), padding=(1, 0, 0), bias=False),
+        nn.BatchNorm3d(widths[0]),
+        nn.ReLU(inplace=True),
+    )
+    blocks, inplanes = [], widths[0]
+    for planes in widths:
+        downsample = nn.Sequential(nn.Conv3d(inplanes, planes, kernel_size=1, stride=2, bias=False),
+                                   nn.BatchNorm3d(planes))
+        blocks.append(tv_resnet.BasicBlock(inplanes, planes, tv_resnet.Conv2Plus1D, 2, downsample))
+        inplanes = planes
+    return nn.Sequential(stem, *blocks, nn.AdaptiveAvgPool3d(1), nn.Flatten())
+
+
 TORCHVISION_BUILDERS = {
     "r2plus1d_34": r2plus1d_34,
+    "r2plus1d_tiny": r2plus1d_tiny,
     "r2plus1d_18": lambda: _drop_classifier(tv_resnet.r2plus1d_18(weights=None)),
     "r3d_18": lambda: _drop_classifier(tv_resnet.r3d_18(weights=None)),
     "mc3_18": lambda: _drop_classifier(tv_resnet.mc3_18(weights=None)),

@@ -29,7 +29,7 @@ from .video import VideoError, iter_snippets
 REQUIRED_COLUMNS = ("video", "patient", "seizure", "label")
 OPTIONAL_COLUMNS = ("view", "onset_bilateral", "synthetic")
 FAILURES_FILENAME = "failures.csv"
-CNN_ENCODERS = ("r2plus1d_34", "r2plus1d_18", "r3d_18", "mc3_18")
+CNN_ENCODERS = ("r2plus1d_34", "r2plus1d_tiny", "r2plus1d_18", "r3d_18", "mc3_18")
 
 
 @dataclass(frozen=True)

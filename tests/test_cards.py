@@ -202,3 +202,25 @@ def test_templates_ship_with_the_package():
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["gestures_hub"]
     assert all(any(fnmatch(f"card_templates/{name}", pattern) for pattern in patterns) for name in names)
+
+
+def test_model_card_from_a_real_training_run(tmp_path):
+    """Train a tiny model with cross-validation, then render the card of its exported final model."""
+    from test_train import events_dataset
+
+    from gestures_hub.train import TrainingArguments, train
+
+    features = events_dataset(tmp_path / "features", "presence", num_videos=24, length=30)
+    args = TrainingArguments(features=features, output_dir=str(tmp_path / "run"), num_segments=4, folds=3,
+                             epochs=4, hidden_size=8, batch_size=8)
+    metrics = train(args)
+    final = tmp_path / "run" / "final"
+    assert json.loads((final / "cv_metrics.json").read_text()) == metrics
+    card = render_model_card(final, repo_id="org/gestures-synthetic-demo")
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    results = {(r.metric_type, r.metric_args["snippets"]): r.metric_value for r in loaded.data.eval_results}
+    for mode, summary in metrics["summary"].items():
+        assert results["accuracy", mode] == round(summary["mean"]["accuracy"], 4)
+        assert results["f1", mode] == round(summary["mean"]["f1"], 4)
+    assert "synthetic-data" in loaded.data.tags

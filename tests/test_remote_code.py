@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,3 +122,14 @@ def test_in_process_auto_classes_resolve_the_package_classes(tmp_path):
     assert type(AutoConfig.from_pretrained(tmp_path)).__module__ == "gestures_hub.configuration_gestures"
     assert type(AutoModel.from_pretrained(tmp_path)) is GesturesModel
     assert type(AutoModelForVideoClassification.from_pretrained(tmp_path)) is GesturesForVideoClassification
+
+
+def test_the_embedded_demo_model_ships_the_current_remote_code():
+    import gestures_hub
+
+    package = Path(gestures_hub.__file__).parent
+    for name in ("aggregation.py", "configuration_gestures.py", "encoders.py", "modeling_gestures.py"):
+        assert (package / "demo_model" / name).read_text() == (package / name).read_text(), (
+            f"gestures_hub/demo_model/{name} is stale: re-save the demo model (scripts/train_demo_model.py) "
+            "so that trust_remote_code loads the current code"
+        )

@@ -1,0 +1,150 @@
+"""Configuration of GESTURES models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig
+
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+ENCODERS = ("r2plus1d_34", "r2plus1d_tiny", "r2plus1d_18", "r3d_18", "mc3_18", "videomae", "auto", "none")
+AGGREGATIONS = ("mean", "lstm", "blstm", "gru", "bgru")
+
+
+class GesturesConfig(PretrainedConfig):
+    r"""Configuration of a GESTURES model: a frozen snippet encoder followed by a sequence aggregator.
+
+    With no arguments this is the paper's best model, ``gestures-blstm``: R(2+1)D-34 (IG-65M + Kinetics)
+    on 8-frame snippets at 15 fps and 112x112, 16 segments with Beta(4, 4) jitter, and a one-layer
+    bidirectional LSTM with 64 hidden units classifying FOS vs TCS.
+
+    Args:
+        encoder (`str`, *optional*, defaults to `"r2plus1d_34"`):
+            Snippet encoder: `"r2plus1d_34"` (IG-65M layout), `"r2plus1d_tiny"` (compact, 128 features; the demo
+            model), torchvision's `"r2plus1d_18"`, `"r3d_18"`, `"mc3_18"`, `"videomae"` (a `VideoMAEModel` built
+            from `encoder_config`), `"auto"` (any transformers video backbone taking `(batch, frames, channels,
+            height, width)`, built from `encoder_config`, which must hold its `model_type`), or `"none"` (the
+            model takes precomputed `snippet_features`).
+        encoder_config (`dict`, *optional*):
+            Configuration of a transformers encoder (`"videomae"` and `"auto"` only).
+        encoder_name_or_path (`str`, *optional*):
+            Hub id or local directory the transformers encoder came from (informative; weights live in this model).
+        freeze_encoder (`bool`, *optional*, defaults to `True`):
+            Keep the encoder frozen and in eval mode, as in the paper.
+        feature_dim (`int`, *optional*):
+            Size of one snippet feature vector. Derived from the encoder when it has one; required for `"none"`
+            (defaults to 512 there).
+        frames_per_snippet (`int`, *optional*, defaults to 8):
+            Consecutive frames in one snippet (8 or 32 in the paper).
+        fps (`float`, *optional*, defaults to 15.0):
+            Frame rate videos are resampled to before cutting snippets.
+        image_size (`int`, *optional*, defaults to 112):
+            Side of the square crop fed to the encoder.
+        image_mean (`list[float]`, *optional*, defaults to the Kinetics mean):
+            Per-channel mean of RGB values in [0, 1], subtracted before the encoder.
+        image_std (`list[float]`, *optional*, defaults to the Kinetics std):
+            Per-channel standard deviation the centred values are divided by.
+        num_segments (`int`, *optional*, defaults to 16):
+            Segments a video is split into for training (TSN-style sampling); one snippet is drawn per segment.
+        gamma (`float` or `"middle"`, *optional*, defaults to 4.0):
+            Beta(gamma, gamma) jitter of the snippet inside its segment: 1 is uniform, `"middle"` takes the centre.
+        aggregation (`str`, *optional*, defaults to `"blstm"`):
+            How the snippet sequence becomes a seizure representation: `"mean"`, `"lstm"`, `"blstm"`, `"gru"`
+            or `"bgru"`.
+        hidden_size (`int`, *optional*, defaults to 64):
+            Hidden units per direction of the recurrent aggregator.
+        num_layers (`int`, *optional*, defaults to 1):
+            Stacked recurrent layers.
+        dropout (`float`, *optional*, defaults to 0.0):
+            Dropout before the final linear layer.
+        class_weights (`list[float]`, *optional*):
+            Per-class weights of the cross-entropy loss computed when `labels` are given.
+        id2label / label2id:
+            Class names; `{0: "FOS", 1: "TCS"}` by default.
+    """
+
+    model_type = "gestures"
+
+    def __init__(
+        self,
+        encoder: str = "r2plus1d_34",
+        encoder_config: dict[str, Any] | None = None,
+        encoder_name_or_path: str | None = None,
+        freeze_encoder: bool = True,
+        feature_dim: int | None = None,
+        frames_per_snippet: int = 8,
+        fps: float = 15.0,
+        image_size: int = 112,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
+        num_segments: int = 16,
+        gamma: float | str = 4.0,
+        aggregation: str = "blstm",
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        class_weights: list[float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if encoder not in ENCODERS:
+            raise ValueError(f"Unknown encoder {encoder!r}: choose one of {', '.join(ENCODERS)}.")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"Unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}.")
+        if encoder in ("videomae", "auto"):
+            if not encoder_config:
+                raise ValueError(f"encoder={encoder!r} needs `encoder_config` (the backbone's config as a dict).")
+            if encoder == "auto" and "model_type" not in encoder_config:
+                raise ValueError("encoder='auto' needs `encoder_config['model_type']` to know which backbone to build.")
+        elif encoder_config:
+            raise ValueError(f"`encoder_config` is only used by the transformers encoders, not {encoder!r}.")
+        if gamma != "middle" and not (isinstance(gamma, (int, float)) and gamma > 0):
+            raise ValueError(f"gamma must be a positive number or 'middle', got {gamma!r}.")
+        for name, value in (("frames_per_snippet", frames_per_snippet), ("image_size", image_size),
+                            ("num_segments", num_segments), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps!r}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
+        kwargs.setdefault("id2label", {0: "FOS", 1: "TCS"})
+        if not kwargs.get("label2id"):
+            kwargs["label2id"] = {name: int(index) for index, name in kwargs["id2label"].items()}
+        super().__init__(**kwargs)
+        if class_weights is not None and len(class_weights) != self.num_labels:
+            raise ValueError(f"class_weights has {len(class_weights)} entries for {self.num_labels} labels.")
+
+        self.encoder = encoder
+        self.encoder_config = encoder_config
+        self.encoder_name_or_path = encoder_name_or_path
+        self.freeze_encoder = freeze_encoder
+        derived_dim = _default_feature_dim(encoder, encoder_config)
+        if feature_dim is not None and encoder != "none" and feature_dim != derived_dim:
+            raise ValueError(f"feature_dim={feature_dim} contradicts the {encoder!r} encoder, which returns "
+                             f"{derived_dim} features; leave feature_dim unset.")
+        self.feature_dim = feature_dim if feature_dim is not None else derived_dim
+        self.frames_per_snippet = frames_per_snippet
+        self.fps = float(fps)
+        self.image_size = image_size
+        self.image_mean = list(image_mean) if image_mean is not None else list(KINETICS_MEAN)
+        self.image_std = list(image_std) if image_std is not None else list(KINETICS_STD)
+        self.num_segments = num_segments
+        self.gamma = gamma
+        self.aggregation = aggregation
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.dropout = dropout
+        self.class_weights = class_weights
+
+    @property
+    def snippet_duration(self) -> float:
+        """Seconds covered by one snippet."""
+        return self.frames_per_snippet / self.fps
+
+
+def _default_feature_dim(encoder: str, encoder_config: dict[str, Any] | None) -> int:
+    if encoder_config is not None:
+        return int(encoder_config["hidden_size"])
+    return 128 if encoder == "r2plus1d_tiny" else 512

@@ -1,0 +1,223 @@
+"""GESTURES models: a snippet encoder, a sequence aggregator and a seizure-level classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .aggregation import build_aggregator
+from .configuration_gestures import GesturesConfig
+from .encoders import build_encoder
+
+REMOTE_CODE_AUTO_MAP = {
+    "AutoModel": "modeling_gestures.GesturesModel",
+    "AutoModelForVideoClassification": "modeling_gestures.GesturesForVideoClassification",
+}
+
+
+@dataclass
+class GesturesModelOutput(ModelOutput):
+    """Output of [`GesturesModel`].
+
+    Args:
+        pooler_output (`torch.FloatTensor` of shape `(batch_size, representation_size)`):
+            Seizure-level representation of each video.
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_snippets, step_size)`):
+            Per-snippet hidden states of the aggregator (zeros at padded snippets).
+        snippet_features (`torch.FloatTensor` of shape `(batch_size, num_snippets, feature_dim)`):
+            Per-snippet encoder features (the input features when `snippet_features` were given).
+    """
+
+    pooler_output: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    snippet_features: torch.FloatTensor | None = None
+
+
+@dataclass
+class GesturesVideoClassifierOutput(ModelOutput):
+    """Output of [`GesturesForVideoClassification`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            Cross-entropy loss (weighted by `config.class_weights` when set).
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            Seizure-level classification scores.
+        snippet_logits (`torch.FloatTensor` of shape `(batch_size, num_snippets, num_labels)`, *optional*):
+            The classifier applied to each snippet's hidden state, for a timeline of evidence (zeros at padded
+            snippets). For the mean aggregator their masked mean equals `logits`; for a unidirectional RNN the last
+            one does. `None` for stacked RNNs, whose seizure representation spans all layers.
+        pooler_output, last_hidden_state, snippet_features:
+            As in [`GesturesModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    snippet_logits: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    snippet_features: torch.FloatTensor | None = None
+
+
+class GesturesPreTrainedModel(PreTrainedModel):
+    config_class = GesturesConfig
+    base_model_prefix = "gestures"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = False
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as usual; classes registered for remote code map both Auto classes in ``config.auto_map``."""
+        if self._auto_class is not None:
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **REMOTE_CODE_AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """torchvision's video ResNet initialisation for the CNN parts, PyTorch defaults elsewhere."""
+        if isinstance(module, nn.Conv3d):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm3d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, (nn.Linear, nn.LSTM, nn.GRU)):
+            module.reset_parameters()
+
+
+class GesturesModel(GesturesPreTrainedModel):
+    """Encoder + aggregator: a video (or its precomputed snippet features) in, a seizure representation out."""
+
+    def __init__(self, config: GesturesConfig) -> None:
+        super().__init__(config)
+        self.encoder = build_encoder(config.encoder, config.encoder_config)
+        self.aggregator = build_aggregator(config.aggregation, config.feature_dim, config.hidden_size,
+                                           config.num_layers)
+        if self.encoder is not None and config.freeze_encoder:
+            self.encoder.requires_grad_(False)
+        self.post_init()
+
+    def train(self, mode: bool = True) -> GesturesModel:
+        super().train(mode)
+        if self.encoder is not None and self.config.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def encode_snippets(self, snippets: torch.Tensor) -> torch.Tensor:
+        """Encode ``(N, 3, T, H, W)`` normalised snippets into ``(N, feature_dim)`` features."""
+        if self.encoder is None:
+            raise ValueError("This model has no encoder (encoder='none'): pass `snippet_features` instead.")
+        expected = (3, self.config.frames_per_snippet)
+        if snippets.ndim != 5 or tuple(snippets.shape[1:3]) != expected:
+            raise ValueError(
+                f"Snippets must have shape (N, 3, {self.config.frames_per_snippet}, H, W); got {tuple(snippets.shape)}."
+            )
+        features = self.encoder(snippets)
+        if features.shape[-1] != self.config.feature_dim:
+            raise ValueError(f"The encoder returned {features.shape[-1]} features, config.feature_dim is "
+                             f"{self.config.feature_dim}.")
+        return features
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        snippet_features: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> GesturesModelOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_snippets, 3, frames, height, width)`):
+                Normalised snippets of each video.
+            snippet_features (`torch.FloatTensor` of shape `(batch_size, num_snippets, feature_dim)`):
+                Precomputed snippet features, instead of `pixel_values`.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, num_snippets)`, *optional*):
+                1 for real snippets, 0 for padding. Padded snippets are never encoded and change no output.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if (pixel_values is None) == (snippet_features is None):
+            raise ValueError("Pass exactly one of `pixel_values` or `snippet_features`.")
+        inputs = pixel_values if pixel_values is not None else snippet_features
+        batch_size, num_snippets = inputs.shape[:2]
+        if attention_mask is None:
+            attention_mask = torch.ones(batch_size, num_snippets, dtype=torch.long, device=inputs.device)
+        elif tuple(attention_mask.shape) != (batch_size, num_snippets):
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected "
+                             f"{(batch_size, num_snippets)}.")
+        valid = attention_mask.bool()
+
+        if pixel_values is not None:
+            if pixel_values.ndim != 6:
+                raise ValueError("pixel_values must have shape (batch, snippets, 3, frames, height, width); got "
+                                 f"{tuple(pixel_values.shape)}.")
+            encoded = self.encode_snippets(pixel_values[valid])
+            snippet_features = encoded.new_zeros(batch_size, num_snippets, encoded.shape[-1])
+            snippet_features[valid] = encoded
+        elif snippet_features.ndim != 3 or snippet_features.shape[-1] != self.config.feature_dim:
+            raise ValueError(f"snippet_features must have shape (batch, snippets, {self.config.feature_dim}); got "
+                             f"{tuple(snippet_features.shape)}.")
+
+        pooled, steps = self.aggregator(snippet_features, valid)
+        output = GesturesModelOutput(pooler_output=pooled, last_hidden_state=steps, snippet_features=snippet_features)
+        return output if return_dict else output.to_tuple()
+
+
+class GesturesForVideoClassification(GesturesPreTrainedModel):
+    """GESTURES with a linear classifier on the seizure representation (FOS vs TCS by default)."""
+
+    def __init__(self, config: GesturesConfig) -> None:
+        super().__init__(config)
+        self.gestures = GesturesModel(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(self.gestures.aggregator.output_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        snippet_features: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> GesturesVideoClassifierOutput | tuple:
+        r"""
+        Args:
+            pixel_values, snippet_features, attention_mask: see [`GesturesModel.forward`].
+            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Class indices; when given, the cross-entropy loss is returned.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        base = self.gestures(pixel_values=pixel_values, snippet_features=snippet_features,
+                             attention_mask=attention_mask, return_dict=True)
+        logits = self.classifier(self.dropout(base.pooler_output))
+        snippet_logits = None
+        if base.last_hidden_state.shape[-1] == self.classifier.in_features:
+            snippet_logits = self.classifier(base.last_hidden_state)
+            if attention_mask is not None:
+                snippet_logits = snippet_logits * attention_mask.unsqueeze(-1).to(snippet_logits.dtype)
+        loss = None
+        if labels is not None:
+            weight = None
+            if self.config.class_weights is not None:
+                weight = torch.tensor(self.config.class_weights, dtype=logits.dtype, device=logits.device)
+            loss = nn.functional.cross_entropy(logits, labels.to(logits.device), weight=weight)
+        output = GesturesVideoClassifierOutput(
+            loss=loss,
+            logits=logits,
+            snippet_logits=snippet_logits,
+            pooler_output=base.pooler_output,
+            last_hidden_state=base.last_hidden_state,
+            snippet_features=base.snippet_features,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = ["GesturesModel", "GesturesForVideoClassification", "GesturesPreTrainedModel"]

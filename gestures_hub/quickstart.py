@@ -1,0 +1,127 @@
+"""``gestures quickstart``: the whole GESTURES workflow on a small SYNTHETIC cohort, offline, in minutes.
+
+Renders a synthetic cohort, extracts snippet features with the demo model's encoder, trains the BLSTM with
+patient-grouped cross-validation (:mod:`gestures_hub.train`), exports a video-in model, reloads it through
+``AutoModelForVideoClassification.from_pretrained(..., trust_remote_code=True)`` and predicts a video of a patient
+held out from everything. All data is synthetic: nothing here says anything about real seizures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cards import SYNTHETIC_MARKER
+from .synthetic import SYNTHETIC_NOTE
+
+BANNER = "SYNTHETIC DATA — procedurally rendered videos, not patient data; the model is a demo, not for clinical use"
+
+
+@dataclass(frozen=True)
+class QuickstartOptions:
+    """Size of the run: the defaults take a few minutes on a 2-core CPU."""
+
+    out: Path = Path("gestures-quickstart")
+    patients: int = 16
+    seed: int = 2024
+    folds: int = 4
+    epochs: int = 60
+    max_duration: float = 30.0
+
+
+def _step(number: int, text: str) -> None:
+    print(f"[{number}/6] {text}", flush=True)
+
+
+def split_manifest(manifest: Path) -> tuple[Path, Path]:
+    """Write ``train_manifest.csv`` without the last patient; return it and that patient's first video."""
+    with manifest.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    held_out = rows[-1]["patient"]
+    train_path = manifest.with_name("train_manifest.csv")
+    with train_path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(row for row in rows if row["patient"] != held_out)
+    return train_path, manifest.parent / next(row["video"] for row in rows if row["patient"] == held_out)
+
+
+def quickstart(options: QuickstartOptions) -> dict[str, Path]:
+    """Run the workflow; returns where its outputs were written."""
+    from transformers import AutoModelForVideoClassification
+
+    from .extract import extract, summarise
+    from .predict import DEMO_MODEL_DIR, DEMO_NOTICE, predict_video, summary_line, write_outputs
+    from .synthetic import generate_cohort
+    from .train import TrainingArguments, train
+
+    out = options.out
+    print(BANNER, flush=True)
+    _step(1, f"rendering {options.patients} synthetic patients (seed {options.seed}), the last one held out")
+    manifest = generate_cohort(out / "cohort", options.patients, options.seed, fps=15, size=(160, 120),
+                               max_duration=options.max_duration)
+    train_manifest, held_out_video = split_manifest(manifest)
+
+    _step(2, "extracting snippet features with the demo model's encoder (trained on synthetic videos)")
+    report = extract(train_manifest, str(DEMO_MODEL_DIR), out / "features", device="cpu")
+    print(summarise(report, out / "features"), flush=True)
+
+    _step(3, f"training the BLSTM with patient-grouped {options.folds}-fold cross-validation")
+    run_dir = out / "training"
+    train(TrainingArguments(features=str(out / "features"), output_dir=str(run_dir), folds=options.folds,
+                            epochs=options.epochs, seed=options.seed, encoder=str(DEMO_MODEL_DIR)))
+    print((run_dir / "metrics.md").read_text(), flush=True)
+
+    _step(4, "exporting the video-in model (demo encoder + trained BLSTM)")
+    model_dir = run_dir / "final-video"
+    (model_dir / SYNTHETIC_MARKER).write_text(SYNTHETIC_NOTE + "\n")
+
+    _step(5, "reloading it with AutoModelForVideoClassification.from_pretrained(..., trust_remote_code=True)")
+    model = AutoModelForVideoClassification.from_pretrained(str(model_dir), trust_remote_code=True).eval()
+
+    _step(6, f"predicting the held-out synthetic video {held_out_video.name}")
+    prediction = predict_video(model, held_out_video, description=f"{model_dir} (synthetic quickstart model)",
+                               demo=True)
+    paths = write_outputs(prediction, out / "prediction", held_out_video.stem)
+    print(summary_line(prediction), flush=True)
+    print(f"  ({DEMO_NOTICE})", flush=True)
+    return {"cohort": manifest, "features": out / "features", "metrics": run_dir / "metrics.md", "model": model_dir,
+            "timeline": paths["csv"], "plot": paths["png"]}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    defaults = QuickstartOptions()
+    parser = subparsers.add_parser(
+        "quickstart",
+        help="the whole workflow on a small SYNTHETIC cohort (offline, a few minutes)",
+        description=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("--out", type=Path, default=defaults.out, help=f"output folder (default: {defaults.out})")
+    parser.add_argument("--patients", type=int, default=defaults.patients, help="synthetic patients, 2 seizures each; "
+                        f"the last is held out (default: {defaults.patients})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"cohort seed (default: {defaults.seed})")
+    parser.add_argument("--folds", type=int, default=defaults.folds, help=f"folds (default: {defaults.folds})")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"epochs per fold (default: "
+                        f"{defaults.epochs})")
+    parser.add_argument("--max-duration", type=float, default=defaults.max_duration,
+                        help=f"longest video in seconds (default: {defaults.max_duration:g})")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.patients < args.folds + 1:
+        print(f"gestures quickstart: error: need at least folds + 1 = {args.folds + 1} patients.", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    options = QuickstartOptions(out=args.out, patients=args.patients, seed=args.seed, folds=args.folds,
+                                epochs=args.epochs, max_duration=args.max_duration)
+    paths = quickstart(options)
+    print(f"\nDone in {time.perf_counter() - start:.0f} s. Everything below is SYNTHETIC:")
+    for name, path in paths.items():
+        print(f"  {name:<9} {path}")
+    print(BANNER)
+    return 0

@@ -1,0 +1,61 @@
+"""Timelines of a prediction: a CSV of per-snippet probabilities and a plot (matplotlib, Agg, no pyplot)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from .predict import Prediction
+
+
+def write_timeline_csv(prediction: Prediction, path: str | Path) -> Path:
+    """One row per snippet: ``start_time_s`` and the probability of each class. Comment lines (``#``) first name the
+    video, the model, the label and, for demo models, the notice (read with ``pandas.read_csv(path, comment="#")``)."""
+    path = Path(path)
+    labels = list(prediction.probabilities)
+    with path.open("w", newline="") as file:
+        file.write(f"# video: {prediction.video}\n# model: {prediction.model}\n# label: {prediction.label}\n")
+        if prediction.notice:
+            file.write(f"# {prediction.notice}\n")
+        writer = csv.writer(file)
+        writer.writerow(["start_time_s", *(f"p_{label}" for label in labels)])
+        for time, row in zip(prediction.times, prediction.snippet_probabilities, strict=True):
+            writer.writerow([f"{time:.3f}", *(f"{p:.5f}" for p in row)])
+    return path
+
+
+def plot_timeline(prediction: Prediction, path: str | Path | None = None) -> Figure:
+    """TCS probability of each snippet over time, the spread threshold and the detected spread; the title gives the
+    label and class probabilities. Demo models carry the notice in red. Saved as PNG when ``path`` is given."""
+    from .predict import SPREAD_THRESHOLD
+
+    figure = Figure(figsize=(9, 3.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    labels = list(prediction.probabilities)
+    positive = "TCS" if "TCS" in labels else labels[-1]
+    times, curve = prediction.times, prediction.snippet_probabilities[:, labels.index(positive)]
+    if len(times):  # each snippet's value holds until the next one starts; the last one for one more step
+        step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+        times, curve = np.append(times, times[-1] + step), np.append(curve, curve[-1])
+    axes.plot(times, curve, color="tab:red", drawstyle="steps-post", label=f"P({positive}) per snippet")
+    axes.axhline(SPREAD_THRESHOLD, color="grey", linestyle="--", linewidth=1, label="threshold")
+    if prediction.spread_time is not None:
+        axes.axvline(prediction.spread_time, color="black", linewidth=1.5,
+                     label=f"bilateral spread {prediction.spread_time:.1f} s")
+    axes.set(xlim=(0, max(prediction.duration, float(np.max(prediction.times, initial=0)))), ylim=(-0.02, 1.02),
+             xlabel="time (s)", ylabel=f"P({positive})")
+    axes.legend(loc="best", fontsize="small")
+    probabilities = ", ".join(f"{name} {p:.2f}" for name, p in prediction.probabilities.items())
+    axes.set_title(f"{Path(prediction.video).name}: {prediction.label} ({probabilities})", fontsize="medium")
+    if prediction.notice:
+        figure.suptitle(prediction.notice, color="red", fontweight="bold")
+    if path is not None:
+        figure.savefig(path, dpi=100)
+    return figure

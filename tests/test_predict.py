@@ -1,0 +1,152 @@
+"""gestures predict: the API, the command line, bad files, spread detection and the embedded demo model."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from video_fixtures import make_bad
+
+from gestures_hub.cli import main
+from gestures_hub.predict import DEMO_MODEL_DIR, DEMO_NOTICE, detect_spread, load_predictor, predict_video
+from gestures_hub.synthetic import generate_cohort
+from gestures_hub.timeline import plot_timeline
+from gestures_hub.video import count_snippets
+
+STEP = 8 / 15  # seconds between snippet starts (8 frames at 15 fps)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cohort")
+    manifest = generate_cohort(folder, 1, 4242, fps=15, size=(96, 72), min_duration=8.0, max_duration=12.0,
+                               progress=False)
+    return sorted((manifest.parent / "videos").glob("*.mp4"))
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_predictor()
+
+
+def test_demo_model_ships_with_card_and_marker():
+    assert (DEMO_MODEL_DIR / "SYNTHETIC").is_file()
+    card = (DEMO_MODEL_DIR / "README.md").read_text()
+    assert "synthetic" in card.lower() and "not for clinical use" in card.lower()
+    assert sum(path.stat().st_size for path in DEMO_MODEL_DIR.iterdir()) <= 20 * 2**20
+
+
+def test_predict_video_gives_label_probabilities_and_timeline(demo, videos, tmp_path):
+    model, description, is_demo = demo
+    assert is_demo and "demo" in description
+    prediction = predict_video(model, videos[0], description=description, demo=is_demo)
+    assert prediction.label in ("FOS", "TCS")
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    n = len(prediction.times)
+    assert abs(n - count_snippets(round(prediction.duration * 15), 8)) <= 1
+    np.testing.assert_allclose(prediction.times, np.arange(n) * STEP, atol=1e-4)
+    assert prediction.snippet_probabilities.shape == (n, 2)
+    np.testing.assert_allclose(prediction.snippet_probabilities.sum(axis=1), 1.0, atol=1e-5)
+    data = json.loads(json.dumps(prediction.to_dict()))
+    assert data["demo"] is True and data["notice"] == DEMO_NOTICE and len(data["timeline"]) == n
+    figure = plot_timeline(prediction, tmp_path / "plot.png")
+    assert isinstance(figure, Figure) and (tmp_path / "plot.png").stat().st_size > 0
+    assert DEMO_NOTICE in [text.get_text() for text in figure.texts]
+
+
+def test_cli_predicts_good_videos_and_names_bad_ones(videos, tmp_path, capsys):
+    bad = [make_bad(kind, tmp_path) for kind in ("text", "truncated_mp4", "short")]
+    code = main(["predict", str(videos[0]), *map(str, bad), str(videos[1]), "--out", str(tmp_path / "out"),
+                 "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    for path in bad:
+        assert str(path) in captured.err
+    report = json.loads(captured.out)
+    assert report["demo"] is True and report["notice"] == DEMO_NOTICE
+    assert [p["video"] for p in report["predictions"]] == [str(videos[0]), str(videos[1])]
+    assert set(report["errors"]) == set(map(str, bad))
+    for video in videos[:2]:
+        for suffix in ("csv", "json", "png"):
+            assert (tmp_path / "out" / f"{video.stem}.{suffix}").stat().st_size > 0
+        assert f"# {DEMO_NOTICE}" in (tmp_path / "out" / f"{video.stem}.csv").read_text()
+        assert json.loads((tmp_path / "out" / f"{video.stem}.json").read_text())["notice"] == DEMO_NOTICE
+
+
+def test_cli_says_demo_model_on_every_stdout_line(videos, tmp_path, capsys):
+    assert main(["predict", *map(str, videos), "--out", str(tmp_path)]) == 0
+    results = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(videos[0].parent))]
+    assert len(results) == len(videos) and all(DEMO_NOTICE in line for line in results)
+
+
+def test_cli_without_demo_notice_for_other_models(videos, tmp_path, capsys):
+    assert main(["predict", str(videos[0]), "--model", "gestures-demo", "--out", str(tmp_path)]) == 0
+    assert DEMO_NOTICE not in capsys.readouterr().out
+    assert "DEMO" not in (tmp_path / f"{videos[0].stem}.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    ("curve", "expected"),
+    [
+        ([0.1] * 20, None),  # never above
+        ([0.1] * 5 + [0.9] * 3 + [0.1] * 12, None),  # 1.6 s blip, too short
+        ([0.1] * 5 + [0.9] * 2 + [0.1] * 3 + [0.8] * 10, 10 * STEP),  # blip ignored, sustained rise found
+        ([0.1] * 5 + [0.9] * 6 + [0.2] * 9, 5 * STEP),  # 6 snippets = 3.2 s >= 3 s
+        ([0.1] * 18 + [0.7] * 2, 18 * STEP),  # lasts until the end of the video
+        ([0.6] * 20, 0.0),
+    ],
+)
+def test_detect_spread(curve, expected):
+    times = np.arange(len(curve)) * STEP
+    result = detect_spread(times, np.array(curve))
+    assert result == (None if expected is None else pytest.approx(expected))
+
+
+def test_detect_spread_options():
+    times = np.arange(10) * 1.0
+    curve = np.array([0, 0, 0.7, 0.7, 0.7, 0, 0.95, 0.95, 0.95, 0.95])
+    assert detect_spread(times, curve, min_duration=3.0) == 2.0
+    assert detect_spread(times, curve, threshold=0.9) == 6.0
+    assert detect_spread(times, curve, min_duration=5.0) == 6.0  # reaches the end
+    assert detect_spread([], []) is None
+
+
+LOADER = textwrap.dedent(
+    """
+    import sys
+    sys.modules["gestures_hub"] = None  # any import of the package now fails
+    import torch
+    from transformers import AutoModelForVideoClassification
+
+    source, inputs_path, out_path = sys.argv[1:]
+    model = AutoModelForVideoClassification.from_pretrained(source, trust_remote_code=True).eval()
+    assert not type(model).__module__.startswith("gestures_hub"), type(model).__module__
+    with torch.no_grad():
+        out = model(pixel_values=torch.load(inputs_path, weights_only=True))
+    torch.save({"logits": out.logits, "snippet_logits": out.snippet_logits}, out_path)
+    """
+)
+
+
+def test_demo_model_loads_with_remote_code_without_the_package(demo, tmp_path):
+    model = demo[0]
+    torch.manual_seed(0)
+    pixel_values = torch.randn(1, 3, 3, 8, 64, 64)
+    torch.save(pixel_values, tmp_path / "inputs.pt")
+    (tmp_path / "loader.py").write_text(LOADER)
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "loader.py"), str(DEMO_MODEL_DIR), str(tmp_path / "inputs.pt"),
+         str(tmp_path / "out.pt")],
+        cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = torch.load(tmp_path / "out.pt", weights_only=True)
+    with torch.no_grad():
+        expected = model.to(memory_format=torch.contiguous_format)(pixel_values=pixel_values)
+    torch.testing.assert_close(loaded["logits"], expected.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loaded["snippet_logits"], expected.snippet_logits, rtol=1e-4, atol=1e-5)
