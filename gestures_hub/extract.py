@@ -125,7 +125,8 @@ def choose_runtime(
 
     Autocast to bfloat16 (float16 on GPUs without it) where the hardware computes it natively: CUDA, or CPUs
     with AVX-512 BF16/AMX (elsewhere bfloat16 is emulated and far slower than float32). CNN encoders use
-    ``channels_last_3d``, several times faster on CPU. Batches: 32 snippets on a GPU, 4 on a CPU.
+    ``channels_last_3d``, faster on CPU. Batches: 32 snippets on a GPU; 1 on a CPU, where larger batches only
+    add memory traffic (``benchmarks/extract.py`` compares them).
     """
     resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if precision == "auto":
@@ -136,7 +137,7 @@ def choose_runtime(
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}.")
-    default_batch = 32 if resolved.type == "cuda" else 4
+    default_batch = 32 if resolved.type == "cuda" else 1
     return Runtime(resolved, dtypes[precision], encoder in CNN_ENCODERS, batch_size or default_batch)
 
 
@@ -340,7 +341,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, help="local checkpoint for the encoder (IG-65M, torchvision, ...)")
     parser.add_argument("--stride", type=int, help="frames between snippet starts (default: frames per snippet, "
                                                     "non-overlapping; 1 = the paper's dense features)")
-    parser.add_argument("--batch-size", type=int, help="snippets per encoder call (default: 32 on GPU, 4 on CPU)")
+    parser.add_argument("--batch-size", type=int, help="snippets per encoder call (default: 32 on GPU, 1 on CPU)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the accelerator if any)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="autocast precision (default: bf16 where the hardware has it natively, else fp32)")

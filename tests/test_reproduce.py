@@ -20,13 +20,7 @@ from gestures_hub.reproduce import (
 )
 from gestures_hub.train import FeatureBank, Run, SegmentSampler, fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def heads(aggregation, count=3, dim=5, hidden=4):
