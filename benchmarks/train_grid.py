@@ -7,6 +7,7 @@ vectors per video. The grid is the paper's: mean/LSTM/BLSTM x 2/4/8/16 segments 
     python benchmarks/train_grid.py                     # the full grid, one protocol, 400 epochs
     python benchmarks/train_grid.py --epochs 10         # quick: time 10 epochs and project to 400
     python benchmarks/train_grid.py --workers 2         # two processes with one thread each
+    python benchmarks/train_grid.py --precision fp32    # float32 projections even where bfloat16 is native
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from gestures_hub.features import FeatureSettings, FeatureShardWriter
 from gestures_hub.metrics import markdown_table
-from gestures_hub.reproduce import ReproduceArguments, load_bank, run_grid
+from gestures_hub.reproduce import ReproduceArguments, compute_dtype, load_bank, run_grid
 
 TARGET_SECONDS = 15 * 60
 PAPER_EPOCHS = 400
@@ -63,6 +64,8 @@ def main() -> None:
     parser.add_argument("--segments", nargs="+", type=int, default=[2, 4, 8, 16])
     parser.add_argument("--features", type=Path, help="reuse this dataset instead of writing a new one")
     parser.add_argument("--threads", type=int, help="torch threads of the main process (workers=1)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="dtype of the LSTM's matrix products (see gestures reproduce --help)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,11 +75,12 @@ def main() -> None:
         print(f"Dataset: {features} ({time.perf_counter() - started:.0f} s to write)")
         options = ReproduceArguments(features=str(features), output_dir=tmp, protocols=args.protocols,
                                      aggregations=args.aggregations, segments=args.segments, epochs=args.epochs,
-                                     workers=args.workers)
+                                     workers=args.workers, precision=args.precision)
         bank = load_bank(options)
         print(f"{len(bank)} videos, {bank.features.shape[0]} vectors of {bank.features.shape[1]} features "
               f"({bank.features.numel() * 4 / 2**30:.2f} GiB); torch threads {torch.get_num_threads()}, "
-              f"workers {args.workers}")
+              f"workers {args.workers}, LSTM matrix products in {compute_dtype(args.precision, 'cpu')}; load average "
+              f"{os.getloadavg()[0]:.2f}")
         started = time.perf_counter()
         results = run_grid(options, bank)
         wall = time.perf_counter() - started

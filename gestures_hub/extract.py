@@ -118,22 +118,30 @@ def _manifest_row(manifest: Path, line: int, record: dict[str, str]) -> Manifest
     )
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: CUDA GPUs with bf16, CPUs with AVX-512 BF16/AMX (elsewhere
+    bfloat16 is emulated and far slower than float32)."""
+    return torch.cuda.is_bf16_supported() if device.type == "cuda" else torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def auto_precision(device: torch.device) -> str:
+    """The fastest faithful autocast precision on ``device``: ``bf16`` where it is native (:func:`native_bf16`),
+    ``fp16`` on other GPUs, else ``fp32``."""
+    return "bf16" if native_bf16(device) else "fp16" if device.type == "cuda" else "fp32"
+
+
 def choose_runtime(
     encoder: str, device: str | None = None, precision: str = "auto", batch_size: int | None = None
 ) -> Runtime:
     """The fastest faithful way to run ``encoder`` here, unless overridden.
 
-    Autocast to bfloat16 (float16 on GPUs without it) where the hardware computes it natively: CUDA, or CPUs
-    with AVX-512 BF16/AMX (elsewhere bfloat16 is emulated and far slower than float32). CNN encoders use
+    Autocast with :func:`auto_precision` (bfloat16 where the hardware computes it natively). CNN encoders use
     ``channels_last_3d``, faster on CPU. Batches: 32 snippets on a GPU; 1 on a CPU, where larger batches only
     add memory traffic (``benchmarks/extract.py`` compares them).
     """
     resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if precision == "auto":
-        if resolved.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        precision = auto_precision(resolved)
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}.")
@@ -233,7 +241,7 @@ def extract(
             bar.set_postfix(video_s=f"{report.video_seconds:.0f}")
     report = _gather(report, state)
     if state.is_main_process:
-        _write_failures(Path(out), report.failures)
+        write_failures(Path(out), report.failures)
     return report
 
 
@@ -280,7 +288,7 @@ def _gather(report: ExtractionReport, state) -> ExtractionReport:
     return merged
 
 
-def _write_failures(out: Path, failures: dict[str, str]) -> None:
+def write_failures(out: Path, failures: dict[str, str]) -> None:
     """List the failed videos in ``failures.csv`` (removed when a run has none)."""
     path = out / FAILURES_FILENAME
     if not failures:
@@ -376,4 +384,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["extract", "read_manifest", "choose_runtime", "SnippetEncoder", "Runtime", "ExtractionReport"]
+__all__ = ["extract", "read_manifest", "choose_runtime", "native_bf16", "auto_precision", "write_failures",
+           "SnippetEncoder", "Runtime", "ExtractionReport"]

@@ -287,6 +287,20 @@ def write_shard(out_dir: str | Path, rows: Iterable[Mapping[str, Any]], shard_in
     return path
 
 
+class LabelledVideos:
+    """What training needs of a bank of videos (features or frames): one ``table`` row per video (video, patient,
+    seizure, view, label, duration)."""
+
+    table: Any  # pandas.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.table["label"].to_numpy(copy=True)
+
+
 class FeatureShardWriter:
     """Buffer video rows and write them as numbered shards; resumable.
 

@@ -67,7 +67,7 @@ class GesturesPreTrainedModel(PreTrainedModel):
     config_class = GesturesConfig
     base_model_prefix = "gestures"
     main_input_name = "pixel_values"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as usual; classes registered for remote code map both Auto classes in ``config.auto_map``."""
@@ -92,10 +92,19 @@ class GesturesPreTrainedModel(PreTrainedModel):
 
 
 class GesturesModel(GesturesPreTrainedModel):
-    """Encoder + aggregator: a video (or its precomputed snippet features) in, a seizure representation out."""
+    """Encoder + aggregator: a video (or its precomputed snippet features) in, a seizure representation out.
+
+    With gradient checkpointing on (``activation_checkpointing_enable()``), training encodes the snippets
+    ``checkpoint_snippets`` at a time, each chunk recomputed in the backward pass: peak activation memory is one
+    chunk's, whatever the batch. BatchNorm layers in training mode would then see chunk statistics; keep them in
+    eval mode for results identical to one pass.
+    """
+
+    checkpoint_snippets = 8
 
     def __init__(self, config: GesturesConfig) -> None:
         super().__init__(config)
+        self.gradient_checkpointing = False
         self.encoder = build_encoder(config.encoder, config.encoder_config)
         self.aggregator = build_aggregator(config.aggregation, config.feature_dim, config.hidden_size,
                                            config.num_layers)
@@ -157,7 +166,12 @@ class GesturesModel(GesturesPreTrainedModel):
             if pixel_values.ndim != 6:
                 raise ValueError("pixel_values must have shape (batch, snippets, 3, frames, height, width); got "
                                  f"{tuple(pixel_values.shape)}.")
-            encoded = self.encode_snippets(pixel_values[valid])
+            snippets = pixel_values[valid]
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                encoded = torch.cat([self._gradient_checkpointing_func(self.encode_snippets, chunk)
+                                     for chunk in snippets.split(self.checkpoint_snippets)])
+            else:
+                encoded = self.encode_snippets(snippets)
             snippet_features = encoded.new_zeros(batch_size, num_snippets, encoded.shape[-1])
             snippet_features[valid] = encoded
         elif snippet_features.ndim != 3 or snippet_features.shape[-1] != self.config.feature_dim:

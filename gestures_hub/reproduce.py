@@ -9,13 +9,18 @@ shuffles and snippet draws from ``--seed`` and the epoch, AdamW, best epoch by v
 share an aggregation and a number of segments (every gamma and fold) form one :class:`StackedClassifier` whose weights
 carry a leading model dimension: one batched matrix product computes all of their recurrent steps, and AdamW, being
 elementwise, updates them as if they were separate. Each model sees its own batches of its own training fold (a
-shorter last batch is padded and masked), so a stack of M models gives the M single runs up to float rounding
-(checked in ``tests/test_reproduce.py``).
+shorter last batch is padded and masked), so with ``--precision fp32`` a stack of M models gives the M single runs up
+to float rounding (checked in ``tests/test_reproduce.py``).
 
 Cost: matrix products dominate, about 150 TFLOP for one protocol's grid (48 settings x 10 folds x 400 epochs on
-183 videos), mostly the LSTM input projections and their gradients, which no exact reformulation avoids. On two
-AVX2 cores (``--workers 2``) that is about half an hour per protocol (see ``benchmarks/train_grid.py``).
-``--device`` runs the stacks on another torch device, e.g. ``cuda``.
+183 videos), mostly the LSTM input projections and their weight gradients, which no exact reformulation avoids. They
+run as one batched product per stack and step (:class:`StackedLSTM` has a hand-written backward pass that leaves only
+a few elementwise operations per time step), and mean pooling reads its snippets with ``embedding_bag``.
+``--precision bf16`` runs the LSTM's matrix products (input projections, recurrent products and their gradients) on
+bfloat16 features, weights and gradients with float32 accumulation, as autocast would (weights, states, gates and
+optimiser stay float32): about twice as fast where the CPU has AVX-512 BF16/AMX, and on GPUs. ``auto`` (the default)
+uses it only there, since emulated bfloat16 is much slower than float32. ``benchmarks/train_grid.py``
+times the grid. ``--device`` runs the stacks on another torch device, e.g. ``cuda``.
 
 ``--loss original`` (the paper code's loss) is the default here, for an exact reproduction. Outputs:
 ``<protocol>/grid.json`` (per setting: the folds' metrics with middle and dense evaluation, and their summary) and
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -38,9 +44,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .extract import native_bf16
 from .metrics import classification_metrics, format_value, markdown_table, summarize
 from .modeling_gestures import GesturesForVideoClassification
 from .sampling import parse_gamma
@@ -89,6 +97,10 @@ class ReproduceArguments:
     seed: int = 0
     drop_short: bool = field(default=False, metadata={"help": "leave out videos too short for the most segments"})
     device: str = field(default="cpu", metadata={"help": "torch device of the stacks, e.g. cuda"})
+    precision: str = field(default="auto", metadata={
+        "choices": ("auto", "fp32", "bf16"),
+        "help": "dtype of the LSTM's matrix products (float32 accumulation; weights, states and optimiser stay "
+                "float32); auto: bf16 where the hardware computes it natively, else fp32"})
     workers: int = field(default=1, metadata={"help": "processes sharing the CPU cores (each trains whole stacks)"})
 
     def __post_init__(self) -> None:
@@ -118,6 +130,23 @@ def _gate_order(hidden_size: int) -> torch.Tensor:
     return torch.cat([i, f, o, g])
 
 
+class Workspace:
+    """Large buffers reused from batch to batch, by name. A fresh CPU allocation above glibc's mmap threshold (32 MiB at
+    most) is new memory every time, and the page faults of its first writes cost more than the LSTM's elementwise
+    work on it."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def empty(self, name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """An uninitialised ``shape`` tensor in buffer ``name`` (grown when too small)."""
+        size = math.prod(shape)
+        buffer = self._buffers.get((name, dtype))
+        if buffer is None or buffer.numel() < size or buffer.device != device:
+            buffer = self._buffers[name, dtype] = torch.empty(size, dtype=dtype, device=device)
+        return buffer[:size].view(*shape)
+
+
 class StackedClassifier(nn.Module):
     """``M`` feature-input GESTURES classifiers (mean, LSTM or BLSTM, one layer, no dropout) as stacked tensors.
 
@@ -131,6 +160,7 @@ class StackedClassifier(nn.Module):
         if config.aggregation not in GRID_AGGREGATIONS or config.num_layers != 1 or config.dropout:
             raise ValueError("StackedClassifier supports one-layer mean/lstm/blstm classifiers without dropout.")
         self.aggregation, self.hidden_size = config.aggregation, config.hidden_size
+        self.workspace = Workspace()
         self.params = nn.ParameterDict({
             _stacked_name(name): nn.Parameter(torch.stack([self._to_stacked(name, m.state_dict()[name])
                                                            for m in models]))
@@ -156,12 +186,17 @@ class StackedClassifier(nn.Module):
     def __len__(self) -> int:
         return next(iter(self.params.values())).shape[0]
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits ``(M, B, 2)`` of equally long sequences ``features`` ``(M, B, T, D)``."""
+    def forward(self, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Logits ``(M, B, 2)`` of equally long snippet sequences ``table[rows]``: ``rows`` ``(M, B, T)`` are positions
+        in the ``(N, D)`` feature table. LSTM matrix products run in the table's dtype (float32 or bfloat16, with
+        float32 weights and everything else in float32); mean pooling needs a float32 table."""
+        models, batch, steps = rows.shape
         if self.aggregation == "mean":
-            pooled = features.mean(2)
+            pooled = F.embedding_bag(rows.reshape(-1, steps), table, mode="mean").view(models, batch, -1)
         else:
-            pooled = torch.cat([self._lstm(features, suffix) for suffix in _directions(self.aggregation)], dim=-1)
+            inputs = self.workspace.empty("inputs", (models, steps, batch, table.shape[1]), table.dtype, table.device)
+            torch.index_select(table, 0, rows.transpose(1, 2).flatten(), out=inputs.view(-1, table.shape[1]))
+            pooled = torch.cat([self._lstm(inputs, suffix) for suffix in _directions(self.aggregation)], dim=-1)
         return self.classify(pooled)
 
     def classify(self, pooled: torch.Tensor, models: torch.Tensor | None = None) -> torch.Tensor:
@@ -175,28 +210,117 @@ class StackedClassifier(nn.Module):
         return (self.params[f"{prefix}weight_ih_l0{suffix}"], self.params[f"{prefix}weight_hh_l0{suffix}"],
                 self.params[f"{prefix}bias_ih_l0{suffix}"] + self.params[f"{prefix}bias_hh_l0{suffix}"])
 
-    def _lstm(self, features: torch.Tensor, suffix: str) -> torch.Tensor:
-        weight_ih, weight_hh, bias = self.lstm_weights(suffix)
-        _, batch, steps, _ = features.shape
-        gates = _project(features.flatten(1, 2), weight_ih, bias).unflatten(1, (batch, steps)).unbind(2)
-        hidden = cell = None
-        for pre in gates[::-1] if suffix else gates:
-            hidden, cell = lstm_step(pre, hidden, cell, weight_hh)
-        return hidden
+    def _lstm(self, inputs: torch.Tensor, suffix: str) -> torch.Tensor:
+        weights = self.lstm_weights(suffix)
+        if torch.is_grad_enabled():
+            return StackedLSTM.apply(inputs, *weights, bool(suffix), self.workspace)
+        return lstm_forward(inputs, *weights, reverse=bool(suffix), workspace=self.workspace)[0]
 
 
-def lstm_step(pre: torch.Tensor, hidden: torch.Tensor | None, cell: torch.Tensor | None,
-              weight_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One LSTM step for stacked models: ``pre`` (input part of the gates, (i, f, o, g)) ``(M, B, 4H)``; ``None``
-    hidden and cell states are zeros."""
-    if hidden is not None:
-        pre = torch.baddbmm(pre, hidden, weight_hh)
+def lstm_step(gates: torch.Tensor, hidden: torch.Tensor | None, cell: torch.Tensor | None, weight_hh: torch.Tensor,
+              out: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step for stacked models, in place on ``gates`` ``(M, B, 4H)``: the input part of the pre-activations
+    (i, f, o, g) in, the gate activations out. Returns the hidden and cell states; ``None`` states are zeros.
+    ``weight_hh`` may be bfloat16 (the recurrent product, accumulated in float32); states stay float32.
+    ``out``: buffers for the new cell state, its tanh and the new hidden state."""
+    if hidden is not None:  # the product in the weights' dtype; an in-place baddbmm_ on a strided view is slower
+        gates += torch.bmm(hidden.to(weight_hh.dtype), weight_hh)
     size = weight_hh.shape[1]
-    gates, candidate = pre.split([3 * size, size], dim=-1)
-    in_gate, forget_gate, out_gate = torch.sigmoid(gates).chunk(3, dim=-1)
-    candidate = torch.tanh(candidate)
-    cell = in_gate * candidate if cell is None else torch.addcmul(forget_gate * cell, in_gate, candidate)
-    return out_gate * torch.tanh(cell), cell
+    gates[..., :3 * size].sigmoid_()
+    gates[..., 3 * size:].tanh_()
+    in_gate, forget_gate, out_gate, candidate = gates.split(size, dim=-1)
+    new_cell, tanh_cell, new_hidden = out or (None, None, None)
+    new_cell = torch.mul(in_gate, candidate, out=new_cell)
+    if cell is not None:
+        new_cell.addcmul_(forget_gate, cell)
+    return torch.mul(out_gate, torch.tanh(new_cell, out=tanh_cell), out=new_hidden), new_cell
+
+
+def input_gates(inputs: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``inputs @ weight_ih + bias`` of time-major ``inputs`` ``(M, T, B, D)`` into ``out`` ``(M, T, B, 4H)``, computed
+    in the inputs' dtype as :func:`_project` does."""
+    models, steps, batch, dim = inputs.shape
+    product = bias.to(inputs.dtype), inputs.reshape(models, steps * batch, dim), weight_ih.to(inputs.dtype)
+    result = out.view(models, steps * batch, -1)
+    if out.dtype == inputs.dtype:
+        torch.baddbmm(*product, out=result)
+    else:
+        result.copy_(torch.baddbmm(*product))
+    return out
+
+
+def lstm_forward(inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias: torch.Tensor,
+                 reverse: bool = False, keep: bool = False,
+                 workspace: Workspace | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Final hidden states ``(M, B, H)`` of one LSTM direction over time-major ``inputs`` ``(M, T, B, D)`` (matrix
+    products in the inputs' dtype, see :func:`_project`; everything else in the weights'); with
+    ``keep``, also the gate activations ``(M, T, B, 4H)`` and the cell states, their tanh and the hidden states
+    ``(M, T, B, H)`` of every step. The gates go to ``workspace`` (one buffer per direction)."""
+    models, steps, batch, _ = inputs.shape
+    gates = (workspace or Workspace()).empty(f"gates{int(reverse)}", (models, steps, batch, weight_ih.shape[-1]),
+                                             weight_ih.dtype, inputs.device)
+    input_gates(inputs, weight_ih, bias, gates)
+    weight_hh = weight_hh.to(inputs.dtype)
+    saved = tuple(gates.new_empty(models, steps, batch, weight_hh.shape[1]) for _ in range(3)) if keep else ()
+    hidden = cell = None
+    for step in range(steps - 1, -1, -1) if reverse else range(steps):
+        hidden, cell = lstm_step(gates[:, step], hidden, cell, weight_hh,
+                                 tuple(buffer[:, step] for buffer in saved) if keep else None)
+    return hidden, (gates, *saved)
+
+
+class StackedLSTM(torch.autograd.Function):
+    """:func:`lstm_forward` with a hand-written backward pass: what does not depend on the recurrence is computed for
+    all steps at once, leaving a few elementwise operations and one small product per step; the weight gradients of
+    all steps come from one batched product each. Inputs get no gradient."""
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias: torch.Tensor,
+                reverse: bool, workspace: Workspace | None = None) -> torch.Tensor:
+        hidden, saved = lstm_forward(inputs, weight_ih, weight_hh, bias, reverse, keep=True, workspace=workspace)
+        ctx.save_for_backward(inputs, weight_hh, *saved)
+        ctx.reverse, ctx.workspace = reverse, workspace or Workspace()
+        return hidden.clone()  # not a view of the saved hidden states
+
+    @staticmethod
+    def backward(ctx, grad_hidden: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        inputs, weight_hh, gates, cells, tanh_cells, hiddens = ctx.saved_tensors
+        models, steps, batch, size = hiddens.shape
+        dtype, weight_hh_t = gates.dtype, weight_hh.to(inputs.dtype).transpose(1, 2)
+        in_gate, forget_gate, out_gate, candidate = gates.view(models, steps, batch, 4, size).unbind(3)
+        # Step t's recurrent inputs are the states of the step before it in the forward order (zeros for the first).
+        first, previous = (steps - 1, slice(1, None)) if ctx.reverse else (0, slice(None, -1))
+        later = slice(None, -1) if ctx.reverse else slice(1, None)
+        # The pre-activation gradients are these factors times the gradient of the cell (i, f, g) or hidden state (o).
+        grads = ctx.workspace.empty("grads", (models, steps, batch, 4, size), gates.dtype, gates.device)
+        sigmoids = gates.view(models, steps, batch, 4, size)[..., :3, :]
+        torch.addcmul(sigmoids, sigmoids, sigmoids, value=-1, out=grads[..., :3, :])  # sigmoid' = s - s^2
+        grads[..., 0, :].mul_(candidate)
+        grads[:, later, :, 1].mul_(cells[:, previous])
+        grads[:, first, :, 1].zero_()
+        grads[..., 2, :].mul_(tanh_cells)
+        torch.addcmul(in_gate, in_gate * candidate, candidate, value=-1, out=grads[..., 3, :])
+        through_cell = torch.addcmul(out_gate, out_gate * tanh_cells, tanh_cells, value=-1)
+        low = torch.empty_like(grads, dtype=inputs.dtype)  # the gradients in the products' dtype
+        grad_h, grad_c = grad_hidden, None
+        for step in range(steps) if ctx.reverse else range(steps - 1, -1, -1):
+            grad_cell = grad_h * through_cell[:, step] if grad_c is None else \
+                torch.addcmul(grad_c, grad_h, through_cell[:, step])
+            step_grads = grads[:, step]
+            step_grads[:, :, :2].mul_(grad_cell[:, :, None])
+            step_grads[:, :, 3].mul_(grad_cell)
+            step_grads[:, :, 2].mul_(grad_h)
+            low[:, step] = step_grads
+            if step == first:
+                break
+            grad_c = grad_cell * forget_gate[:, step]
+            grad_h = torch.bmm(low[:, step].view(models, batch, -1), weight_hh_t).to(dtype)
+        flat = grads.view(models, steps * batch, -1)
+        grad_ih = torch.bmm(inputs.reshape(models, steps * batch, -1).transpose(1, 2),
+                            low.view(models, steps * batch, -1))
+        grad_hh = torch.bmm(hiddens[:, previous].to(inputs.dtype).reshape(models, -1, size).transpose(1, 2),
+                            low[:, later].reshape(models, -1, 4 * size))
+        return None, grad_ih.to(dtype), grad_hh.to(dtype), flat.sum(1, keepdim=True), None, None
 
 
 def _is_bias(name: str) -> bool:
@@ -208,12 +332,15 @@ def _stacked_name(name: str) -> str:
 
 
 def _project(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``inputs @ weight + bias`` per model: ``(M or 1, R, D) x (M, D, G) -> (M, R, G)``."""
+    """``inputs @ weight + bias`` per model: ``(M or 1, R, D) x (M, D, G) -> (M, R, G)``, computed in the inputs' dtype
+    (bfloat16 inputs: bfloat16 weights, float32 accumulation) and returned in the weights'."""
+    dtype = weight.dtype
+    weight, bias = weight.to(inputs.dtype), bias.to(inputs.dtype)
     if inputs.shape[0] == weight.shape[0]:
-        return torch.baddbmm(bias, inputs, weight)
+        return torch.baddbmm(bias, inputs, weight).to(dtype)
     models, dim, out = weight.shape
     shared = inputs[0] @ weight.permute(1, 0, 2).reshape(dim, models * out)
-    return shared.view(-1, models, out).transpose(0, 1) + bias
+    return (shared.view(-1, models, out).transpose(0, 1) + bias).to(dtype)
 
 
 # Training one stack --------------------------------------------------------------------------------------------------
@@ -297,16 +424,17 @@ def train_stack(bank: FeatureBank, options: ReproduceArguments, spec: StackSpec,
     optimizer = torch.optim.AdamW(stack.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay,
                                   fused=True)
     weights = torch.stack([loss_weights(bank.labels[videos], options.loss) for videos in train_sets]).to(device)
+    table = bank.features.to(compute_dtype(options.precision, device) if spec.aggregation != "mean" else torch.float32)
     val_videos, val_valid = _padded(val_sets)
-    val_features = bank.gather(val_videos, sampler.draw("middle")[val_videos])
+    val_rows = snippet_rows(bank, val_videos, sampler.draw("middle")[val_videos])
     val_labels, val_valid = labels[val_videos], torch.from_numpy(val_valid).to(device)
     best = BestEpochs(stack, val_videos.shape[1])
 
     training_started = time.perf_counter(), time.process_time()
     for epoch in range(options.epochs):
-        stack_epoch(bank, options, spec, stack, optimizer, sampler, weights, epoch)
+        stack_epoch(bank, table, options, spec, stack, optimizer, sampler, weights, epoch)
         with torch.no_grad():
-            probabilities = stack(val_features).softmax(-1)[..., 1]
+            probabilities = stack(table, val_rows).softmax(-1)[..., 1]
         best.update(epoch + 1, stack, f1_scores(val_labels, probabilities, val_valid), probabilities)
     seconds = {"train_wall": time.perf_counter() - training_started[0],
                "train_cpu": time.process_time() - training_started[1]}
@@ -317,16 +445,31 @@ def train_stack(bank: FeatureBank, options: ReproduceArguments, spec: StackSpec,
     with torch.no_grad():
         for name, value in stack.params.items():
             value.copy_(best.weights[name])
-    dense = dense_probabilities(bank, stack, spec.folds, [val for _, val in spec.splits])
+    dense = dense_probabilities(bank, stack, spec.folds, [val for _, val in spec.splits], table=table)
     probabilities = [{"middle": best.probabilities[m, :len(val_sets[m])].cpu().numpy(), "dense": dense[m]}
                      for m in range(len(spec.folds))]
     seconds |= {"wall": time.perf_counter() - started[0], "cpu": time.process_time() - started[1]}
     return StackResult(spec, best.epochs, probabilities, seconds, last)
 
 
-def stack_epoch(bank: FeatureBank, options: ReproduceArguments, spec: StackSpec, stack: StackedClassifier,
-                optimizer: torch.optim.Optimizer, sampler: SegmentSampler, weights: torch.Tensor, epoch: int) -> None:
-    """One epoch of every model of the stack on its own shuffled batches of its own fold (padded to a common size)."""
+def snippet_rows(bank: FeatureBank, videos: np.ndarray, indices: np.ndarray) -> torch.Tensor:
+    """Positions in ``bank.features`` of snippets ``indices[..., s]`` of ``videos[...]``."""
+    return torch.from_numpy(bank.offsets[videos][..., None] + indices).to(bank.features.device)
+
+
+def compute_dtype(precision: str, device: torch.device | str) -> torch.dtype:
+    """The dtype of the LSTM's matrix products: ``bf16``, ``fp32``, or ``auto`` (bfloat16 where the hardware computes
+    it natively, see :func:`gestures_hub.extract.native_bf16`)."""
+    if precision == "auto":
+        precision = "bf16" if native_bf16(torch.device(device)) else "fp32"
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+
+
+def stack_epoch(bank: FeatureBank, table: torch.Tensor, options: ReproduceArguments, spec: StackSpec,
+                stack: StackedClassifier, optimizer: torch.optim.Optimizer, sampler: SegmentSampler,
+                weights: torch.Tensor, epoch: int) -> None:
+    """One epoch of every model of the stack on its own shuffled batches of its own fold (padded to a common size);
+    ``table``: the bank's features in the dtype of the LSTM's matrix products."""
     gammas = list(dict.fromkeys(spec.gammas))
     draws = {gamma: epoch_draws(sampler, gamma, options.seed, epoch) for gamma in gammas}
     batches = [epoch_batches(spec.splits[fold][0], options.batch_size, options.seed, fold, epoch)
@@ -338,7 +481,7 @@ def stack_epoch(bank: FeatureBank, options: ReproduceArguments, spec: StackSpec,
         videos, valid = _padded([model_batches[step] for model_batches in batches])
         indices = np.stack([draws[gamma][row] for gamma, row in zip(spec.gammas, videos, strict=True)])
         batch_labels, valid = labels[videos], torch.from_numpy(valid).to(weights.device)
-        logits = stack(bank.gather(videos, indices))
+        logits = stack(table, snippet_rows(bank, videos, indices))
         terms = sample_losses(logits, batch_labels, options.loss, weights) * valid
         norms = loss_norms(batch_labels, options.loss, weights) * valid
         (terms.sum(-1) / norms.sum(-1)).sum().backward()  # each model's gradient is that of its own mean loss
@@ -348,8 +491,10 @@ def stack_epoch(bank: FeatureBank, options: ReproduceArguments, spec: StackSpec,
 
 @torch.no_grad()
 def dense_probabilities(bank: FeatureBank, stack: StackedClassifier, folds: Sequence[int],
-                        val_sets: Sequence[np.ndarray], chunk: int = 64) -> list[np.ndarray]:
-    """TCS probabilities of each model's validation videos (``val_sets[folds[m]]``) from all their snippets.
+                        val_sets: Sequence[np.ndarray], chunk: int = 64,
+                        table: torch.Tensor | None = None) -> list[np.ndarray]:
+    """TCS probabilities of each model's validation videos (``val_sets[folds[m]]``) from all their snippets;
+    ``table``: the bank's features in the dtype of the LSTM's matrix products (default: ``bank.features``).
 
     All models run together over time; each model's videos are sorted longest first, so that only the prefix of
     videos still running is computed at each step. The inputs of the models of one fold are projected together.
@@ -361,7 +506,8 @@ def dense_probabilities(bank: FeatureBank, stack: StackedClassifier, folds: Sequ
         means = torch.stack([bank.sequence(video).mean(0) for video in range(len(bank))])
         pooled = means[torch.from_numpy(videos)]
     else:
-        pooled = torch.cat([_dense_lstm(bank, stack, suffix, folds, videos, lengths, chunk)
+        table = bank.features if table is None else table
+        pooled = torch.cat([_dense_lstm(bank, table, stack, suffix, folds, videos, lengths, chunk)
                             for suffix in _directions(stack.aggregation)], dim=-1)
     probabilities = stack.classify(pooled).softmax(-1)[..., 1].cpu().numpy()
     out = []
@@ -372,15 +518,17 @@ def dense_probabilities(bank: FeatureBank, stack: StackedClassifier, folds: Sequ
     return out
 
 
-def _dense_lstm(bank: FeatureBank, stack: StackedClassifier, suffix: str, folds: Sequence[int], videos: np.ndarray,
-                lengths: np.ndarray, chunk: int) -> torch.Tensor:
+def _dense_lstm(bank: FeatureBank, table: torch.Tensor, stack: StackedClassifier, suffix: str, folds: Sequence[int],
+                videos: np.ndarray, lengths: np.ndarray, chunk: int) -> torch.Tensor:
     """Final hidden states ``(M, V, H)`` of one direction over whole videos (``lengths`` 0 marks padding)."""
     weight_ih, weight_hh, bias = stack.lstm_weights(suffix)
     groups = {fold: torch.tensor([m for m, f in enumerate(folds) if f == fold]) for fold in set(folds)}
     active = (lengths[:, :, None] > np.arange(lengths.max())).sum(1).max(0)  # videos still running, per step
     device = bank.features.device
-    hidden = torch.zeros(*videos.shape, weight_hh.shape[1], device=device)
-    cell = torch.zeros_like(hidden)
+    final = torch.zeros(*videos.shape, weight_hh.shape[1], device=device)
+    ends = {int(step): torch.from_numpy(np.stack(np.nonzero(lengths == step + 1))).to(device)
+            for step in np.unique(lengths[lengths > 0] - 1)}  # (model, video) pairs whose last step this is
+    hidden = cell = None
     for start in range(0, int(lengths.max()), chunk):
         steps = np.arange(start, min(start + chunk, int(lengths.max())))
         width = int(active[start])
@@ -389,17 +537,19 @@ def _dense_lstm(bank: FeatureBank, stack: StackedClassifier, suffix: str, folds:
         if suffix:  # the reverse direction reads each video backwards from its own end
             positions = span - 1 - positions
         rows = bank.offsets[videos[:, :width], None] + positions
-        gates = torch.empty(len(folds), width, len(steps), weight_ih.shape[-1], device=device)
+        gates = stack.workspace.empty("dense", (len(folds), width, len(steps), weight_ih.shape[-1]), bias.dtype,
+                                      device)
         for models in groups.values():
-            inputs = bank.take(rows[int(models[0])]).flatten(0, 1)[None]
+            inputs = table[torch.from_numpy(rows[int(models[0])].ravel()).to(device)][None]
             gates[models] = _project(inputs, weight_ih[models], bias[models]).unflatten(1, (width, len(steps)))
         for offset, step in enumerate(steps):
-            width = int(active[step])
-            new_hidden, new_cell = lstm_step(gates[:, :width, offset], hidden[:, :width], cell[:, :width], weight_hh)
-            running = torch.from_numpy(lengths[:, :width, None] > step).to(device)
-            hidden[:, :width] = torch.where(running, new_hidden, hidden[:, :width])
-            cell[:, :width] = torch.where(running, new_cell, cell[:, :width])
-    return hidden
+            width = int(active[step])  # videos are sorted longest first: the running ones are a prefix
+            hidden, cell = lstm_step(gates[:, :width, offset], None if hidden is None else hidden[:, :width],
+                                     None if cell is None else cell[:, :width], weight_hh.to(table.dtype))
+            if int(step) in ends:
+                model, video = ends[int(step)]
+                final[model, video] = hidden[model, video]
+    return final
 
 
 # The grid ------------------------------------------------------------------------------------------------------------

@@ -233,12 +233,9 @@ def collate_sequences(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         raise ValueError(
             f"Items must be (length, dim) with a common dim, got shapes {[s.shape for s in sequences]}"
         )
-    lengths = torch.tensor([len(seq) for seq in sequences], dtype=torch.long)
-    mask = (torch.arange(int(lengths.max())) < lengths[:, None]).long()
     out: dict[str, Any] = {
-        "snippet_features": pad_sequence(sequences, batch_first=True),
-        "attention_mask": mask,
-        "lengths": lengths,
+        **pad_features(sequences),
+        "lengths": torch.tensor([len(seq) for seq in sequences], dtype=torch.long),
         "labels": torch.tensor([int(item["label"]) for item in batch], dtype=torch.long),
         "video": [item["video"] for item in batch],
     }
@@ -247,3 +244,11 @@ def collate_sequences(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             values = [torch.as_tensor(item[key], dtype=dtype) for item in batch]
             out[key] = pad_sequence(values, batch_first=True, padding_value=pad_value)
     return out
+
+
+def pad_features(sequences: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Model inputs of ``(length, dim)`` sequences: ``snippet_features`` (B, S, D), zero-padded, and
+    ``attention_mask`` (B, S), 1 for real snippets."""
+    lengths = torch.tensor([len(seq) for seq in sequences])
+    return {"snippet_features": pad_sequence(list(sequences), batch_first=True),
+            "attention_mask": (torch.arange(int(lengths.max())) < lengths[:, None]).long()}

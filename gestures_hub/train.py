@@ -1,10 +1,12 @@
-"""Train GESTURES aggregators on snippet features with 🤗 Accelerate: cross-validation, checkpoints and export.
+"""Train GESTURES on snippet features, or end to end on videos, with 🤗 Accelerate: cross-validation and export.
 
 ::
 
     gestures train --features DIR --output-dir runs/blstm                  # 10 patient-grouped folds, then final/
     accelerate launch -m gestures_hub.train --features DIR --output-dir runs/blstm --fold 3
     accelerate launch --multi_gpu --num_processes 2 -m gestures_hub.train ...   # data parallel (gloo on CPU)
+    gestures train --train-encoder --videos videos.csv --encoder gestures-blstm --encoder-weights ig65m.pth \
+        --output-dir runs/end-to-end                                      # fine-tune the encoder too
 
 ``--output-dir`` holds::
 
@@ -18,6 +20,7 @@
     fold-<i>/results.json         evaluation of ``best/`` with middle snippets and with all snippets (dense)
     final/                        model trained on all videos for the median best epoch of the folds (rounded up)
     processes/process-<r>.json    world size and a digest of the trained weights, written by every process
+    frame-cache/, failures.csv    with ``--train-encoder``: decoded frames (``--frame-cache``), unreadable videos
 
 Every random choice is a pure function of ``--seed`` and the epoch: the order of the training videos (one
 permutation per fold and epoch) and the snippets drawn for each video (one draw of all videos per epoch). A global
@@ -25,6 +28,15 @@ batch of ``--batch-size`` videos is dealt across processes and the loss is norma
 process and several give the same updates (up to float summation order), and ``--resume`` continues a run exactly.
 Dropout draws from torch's generator, which ``accelerator.save_state`` keeps; with dropout each process draws its
 own masks, so multi-process runs then match single-process ones only in distribution.
+
+End to end (``--train-encoder``): the videos of the ``--videos`` manifest are decoded once into the frame cache
+(:mod:`gestures_hub.finetune`); the model is ``--encoder`` (weights, frame rate, image size, normalisation) with the
+head of these arguments, optionally initialised from ``--init-head``. The encoder learns at
+``--encoder-learning-rate``; its BatchNorm layers stay in eval mode (running statistics frozen as pretrained, affine
+parameters trained), so micro-batches of ``--micro-batch-size`` videos with gradient checkpointing (on unless
+``--no-gradient-checkpointing``) give the updates of one pass over the batch. Dense evaluation encodes snippets
+``--dense-stride`` frames apart. ``--mixed-precision`` defaults to ``auto`` (bf16 on GPUs that have it). Exported models
+take ``pixel_values``.
 
 Losses (``--loss``):
 
@@ -38,6 +50,7 @@ Losses (``--loss``):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -55,16 +68,19 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
 from .configuration_gestures import AGGREGATIONS, GesturesConfig
-from .features import UNKNOWN_LABEL, dataset_settings, load_features
+from .extract import auto_precision
+from .features import UNKNOWN_LABEL, LabelledVideos, dataset_settings, load_features
+from .finetune import VideoBank, freeze_batch_norm
 from .metrics import classification_metrics, metrics_markdown, summarize
 from .modeling_gestures import GesturesForVideoClassification
-from .sampling import draw_indices, min_vectors, parse_gamma, segment_ranges
+from .presets import load_model
+from .sampling import draw_indices, min_vectors, pad_features, parse_gamma, segment_ranges
 from .splits import cross_validation_folds
 
 LOSSES = ("weighted", "original")
@@ -74,6 +90,7 @@ PROTOCOLS = {
     "seizure": "seizure-wise {k}-fold cross-validation (the paper's protocol)",
 }
 EVALUATIONS = ("middle", "dense")
+MIXED_PRECISIONS = ("no", "bf16", "fp16", "auto")
 TRAINER_STATE = "trainer_state.json"
 ARGS_FILE = "training_args.json"
 CV_METRICS_FILE = "cv_metrics.json"
@@ -90,8 +107,9 @@ def gamma_type(value: str) -> float | str:
 class TrainingArguments:
     """Options of ``gestures train``; each field is the ``--flag`` of the same name."""
 
-    features: str = field(metadata={"help": "features dataset: a folder written by gestures_hub.features or a Hub id"})
     output_dir: str = field(metadata={"help": "where checkpoints, models and metrics go"})
+    features: str | None = field(default=None, metadata={"help": "features dataset: a folder written by "
+                                                                 "gestures_hub.features or a Hub id"})
     aggregation: str = field(default="blstm", metadata={"choices": AGGREGATIONS})
     num_segments: int = field(default=16, metadata={"help": "snippets drawn per video (one per segment)"})
     gamma: float | str = field(default=4.0, metadata={"type": gamma_type,
@@ -112,34 +130,83 @@ class TrainingArguments:
                                                                    "better validation F1; none: never"})
     loss: str = field(default="weighted", metadata={"choices": LOSSES})
     seed: int = 0
-    mixed_precision: str = field(default="no", metadata={"choices": ("no", "bf16", "fp16")})
+    mixed_precision: str | None = field(default=None, metadata={
+        "choices": MIXED_PRECISIONS, "help": "autocast precision; auto: bf16 on GPUs that compute it natively, fp16 on "
+        "other GPUs, no on CPUs (default: auto with --train-encoder, else no)"})
     eval_batch_size: int = field(default=16, metadata={"help": "videos per batch in evaluation"})
     drop_short: bool = field(default=False, metadata={"help": "leave out videos too short for --num-segments "
                                                               "instead of failing"})
     final_epochs: int | None = field(default=None, metadata={"help": "epochs of the final model; none: the median "
                                                                      "best epoch of the folds, rounded up"})
     no_final: bool = field(default=False, metadata={"help": "do not train the final model on all videos"})
-    encoder: str | None = field(default=None, metadata={"help": "also export final-video/: final/ with this encoder "
-                                                                "(preset, folder or Hub id)"})
+    encoder: str | None = field(default=None, metadata={"help": "encoder (preset, folder or Hub id): the one to "
+                                                                "fine-tune with --train-encoder; otherwise also export "
+                                                                "final-video/: final/ behind this encoder"})
     encoder_weights: str | None = field(default=None, metadata={"help": "checkpoint for --encoder (importers)"})
+    train_encoder: bool = field(default=False, metadata={"help": "train the encoder end to end with the head, on the "
+                                                                 "videos of --videos, instead of on --features"})
+    videos: str | None = field(default=None, metadata={"help": "with --train-encoder: manifest CSV of the videos "
+                                                               "(the one gestures extract reads)"})
+    encoder_learning_rate: float = field(default=1e-4, metadata={"help": "learning rate of the encoder's parameters "
+                                                                         "(--train-encoder)"})
+    micro_batch_size: int = field(default=4, metadata={"help": "videos per forward/backward pass with "
+                                                               "--train-encoder; gradients add up over the batch"})
+    no_gradient_checkpointing: bool = field(default=False, metadata={"help": "keep the encoder's activations instead "
+                                                                             "of recomputing them (--train-encoder: "
+                                                                             "faster, more memory)"})
+    frame_cache: str | None = field(default=None, metadata={"help": "folder of decoded frames, reused by later runs "
+                                                                    "(--train-encoder); default: "
+                                                                    "OUTPUT_DIR/frame-cache"})
+    dense_stride: int | None = field(default=None, metadata={"help": "frames between snippets in dense evaluation "
+                                                                     "(--train-encoder); default: frames per snippet"})
+    init_head: str | None = field(default=None, metadata={"help": "a model trained on features whose aggregator and "
+                                                                  "classifier initialise the head (--train-encoder)"})
     checkpoint_every: int = field(default=1, metadata={"help": "epochs between checkpoints"})
     resume: bool = field(default=False, metadata={"help": "continue from the checkpoints in --output-dir"})
     max_epochs_this_run: int | None = field(default=None, metadata={"help": "stop after this many epochs in this "
                                                                             "invocation (continue with --resume)"})
 
     # Options that may change between an interrupted run and its resumption.
-    RUNTIME_OPTIONS = ("resume", "max_epochs_this_run", "fold", "eval_batch_size", "checkpoint_every")
+    RUNTIME_OPTIONS = ("resume", "max_epochs_this_run", "fold", "eval_batch_size", "checkpoint_every", "frame_cache",
+                       "micro_batch_size", "no_gradient_checkpointing")
 
     def __post_init__(self) -> None:
         self.gamma = gamma_type(str(self.gamma))
         for name in ("num_segments", "hidden_size", "num_layers", "folds", "epochs", "batch_size", "eval_batch_size",
-                     "checkpoint_every"):
-            if getattr(self, name) < 1:
+                     "checkpoint_every", "micro_batch_size", "dense_stride"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        self.check_mode()
+        if self.mixed_precision is None:
+            self.mixed_precision = "auto" if self.train_encoder else "no"
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got "
+                             f"{self.mixed_precision!r}.")
         if self.fold is not None and not 0 <= self.fold < self.folds:
             raise ValueError(f"fold must be in [0, {self.folds - 1}], got {self.fold}.")
         if self.seed < 0:
             raise ValueError(f"seed must be non-negative, got {self.seed}.")
+
+    def check_mode(self) -> None:
+        """Exactly one of feature training (``--features``) and end-to-end training (``--train-encoder``)."""
+        if self.train_encoder:
+            if self.features is not None:
+                raise ValueError("--features and --train-encoder exclude each other: --train-encoder trains on the "
+                                 "videos of --videos.")
+            missing = [flag for flag, value in (("--videos", self.videos), ("--encoder", self.encoder)) if not value]
+            if missing:
+                raise ValueError(f"--train-encoder needs {' and '.join(missing)}: the manifest of the videos and the "
+                                 "encoder to fine-tune.")
+        elif self.features is None:
+            raise ValueError("Give --features (train on snippet features), or --train-encoder with --videos and "
+                             "--encoder (train end to end on videos).")
+        elif self.videos is not None or self.init_head is not None:
+            raise ValueError("--videos and --init-head only apply with --train-encoder.")
+
+    @property
+    def micro_batch(self) -> int:
+        """Videos per forward/backward pass: ``--micro-batch-size`` with ``--train-encoder``, else the whole batch."""
+        return self.micro_batch_size if self.train_encoder else self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -169,7 +236,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 @dataclass
-class FeatureBank:
+class FeatureBank(LabelledVideos):
     """The snippet features of a features dataset in memory, concatenated, with one table row per video."""
 
     features: torch.Tensor  # (total snippets, feature_dim)
@@ -194,16 +261,13 @@ class FeatureBank:
         return cls(torch.from_numpy(np.concatenate(arrays).astype(np.float32, copy=False)), offsets, table, settings,
                    str(path))
 
-    def __len__(self) -> int:
-        return len(self.table)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.table["label"].to_numpy(copy=True)
-
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.features.shape[1]
 
     def sequence(self, video: int) -> torch.Tensor:
         """All snippet features of one video, ``(length, feature_dim)``."""
@@ -226,8 +290,19 @@ class FeatureBank:
         return dataclasses.replace(self, features=torch.cat(sequences), offsets=offsets,
                                    table=self.table.iloc[videos].reset_index(drop=True))
 
+    def model_inputs(self, videos: np.ndarray, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        """Model inputs of snippets ``indices`` (one row per video) of ``videos``."""
+        return {"snippet_features": self.gather(videos, indices)}
 
-def drop_short_videos(bank: FeatureBank, num_segments: int, drop: bool) -> FeatureBank:
+    def dense_inputs(self, videos: np.ndarray, model: GesturesForVideoClassification) -> dict[str, torch.Tensor]:
+        """Model inputs of ``videos`` from all their snippets, padded (``model`` is for banks of videos)."""
+        return pad_features([self.sequence(video) for video in videos])
+
+
+Bank = FeatureBank | VideoBank
+
+
+def drop_short_videos(bank: Bank, num_segments: int, drop: bool) -> Bank:
     """Fail naming the videos too short for ``num_segments`` segments, or leave them out when ``drop``."""
     needed = min_vectors(num_segments, bank.settings["frames_per_snippet"], bank.settings["stride"])
     short = bank.lengths < needed
@@ -249,7 +324,7 @@ class SegmentSampler:
     generator.
     """
 
-    def __init__(self, bank: FeatureBank, num_segments: int) -> None:
+    def __init__(self, bank: Bank, num_segments: int) -> None:
         self.frames_per_snippet = bank.settings["frames_per_snippet"]
         self.stride = bank.settings["stride"]
         ranges = np.array([
@@ -343,7 +418,7 @@ class Run:
 
     args: TrainingArguments
     accelerator: Accelerator
-    bank: FeatureBank
+    bank: Bank
     sampler: SegmentSampler
     middle: np.ndarray
     output_dir: Path
@@ -358,21 +433,53 @@ class Run:
             path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def build_config(bank: FeatureBank, args: TrainingArguments, class_weights: list[float] | None) -> GesturesConfig:
+def build_config(bank: Bank, args: TrainingArguments, class_weights: list[float] | None) -> GesturesConfig:
     settings = bank.settings
     return GesturesConfig(
-        encoder="none", feature_dim=int(bank.features.shape[1]), frames_per_snippet=settings["frames_per_snippet"],
+        encoder="none", feature_dim=int(bank.feature_dim), frames_per_snippet=settings["frames_per_snippet"],
         fps=settings["fps"], image_size=settings.get("image_size", 112), num_segments=args.num_segments,
         gamma=args.gamma, aggregation=args.aggregation, hidden_size=args.hidden_size, num_layers=args.num_layers,
         dropout=args.dropout, class_weights=class_weights,
     )
 
 
-def new_model(bank: FeatureBank, args: TrainingArguments, weights: torch.Tensor) -> GesturesForVideoClassification:
-    """A freshly initialised classifier; the same for every fold given ``--seed``."""
+def new_model(bank: Bank, args: TrainingArguments, weights: torch.Tensor) -> GesturesForVideoClassification:
+    """A freshly initialised classifier (behind the encoder with ``--train-encoder``); the same for every fold given
+    ``--seed``."""
     set_seed(args.seed)
-    return GesturesForVideoClassification(build_config(bank, args, weights.tolist() if args.loss == "weighted"
+    head = GesturesForVideoClassification(build_config(bank, args, weights.tolist() if args.loss == "weighted"
                                                        else None))
+    return video_model(head, bank, args) if args.train_encoder else head
+
+
+def video_model(head: GesturesForVideoClassification, bank: VideoBank,
+                args: TrainingArguments) -> GesturesForVideoClassification:
+    """``head`` behind the encoder of ``bank``, trainable end to end: the aggregator and classifier optionally from
+    ``--init-head``, gradient checkpointing unless ``--no-gradient-checkpointing``."""
+    if args.init_head:
+        trained = GesturesForVideoClassification.from_pretrained(args.init_head)
+        differ = {name: (getattr(trained.config, name), getattr(head.config, name))
+                  for name in ("feature_dim", "frames_per_snippet", "fps", "aggregation", "hidden_size", "num_layers")
+                  if getattr(trained.config, name) != getattr(head.config, name)}
+        if differ:
+            raise ValueError(f"--init-head {args.init_head} does not fit this head (its value, this run's): {differ}.")
+        head.gestures.aggregator.load_state_dict(trained.gestures.aggregator.state_dict())
+        head.classifier.load_state_dict(trained.classifier.state_dict())
+    model = attach_encoder(head, bank.encoder, freeze_encoder=False)
+    if not args.no_gradient_checkpointing:  # earlier transformers 5 releases only have the deprecated name
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    return model
+
+
+def parameter_groups(model: GesturesForVideoClassification, args: TrainingArguments) -> list[dict[str, Any]]:
+    """AdamW parameter groups: the head at ``--learning-rate``, the encoder (if trained) at
+    ``--encoder-learning-rate``."""
+    if not args.train_encoder:
+        return [{"params": list(model.parameters())}]
+    encoder = list(model.gestures.encoder.parameters())
+    encoder_ids = {id(parameter) for parameter in encoder}
+    return [{"params": [parameter for parameter in model.parameters() if id(parameter) not in encoder_ids]},
+            {"params": encoder, "lr": args.encoder_learning_rate}]
 
 
 @torch.no_grad()
@@ -389,18 +496,17 @@ def predict_logits(run: Run, model: GesturesForVideoClassification, videos: np.n
         results = []
         for start in range(0, len(local), run.args.eval_batch_size):
             positions = local[start:start + run.args.eval_batch_size]
-            sequences = (bank.gather(videos[positions], indices[positions]) if indices is not None
-                         else torch.nn.utils.rnn.pad_sequence([bank.sequence(v) for v in videos[positions]],
-                                                              batch_first=True))
-            lengths = torch.as_tensor(bank.lengths[videos[positions]] if indices is None
-                                      else [indices.shape[1]] * len(positions))
-            mask = (torch.arange(sequences.shape[1]) < lengths[:, None]).long()
             with accelerator.autocast():
-                logits = model(snippet_features=sequences.to(accelerator.device),
-                               attention_mask=mask.to(accelerator.device)).logits
+                inputs = (bank.model_inputs(videos[positions], indices[positions]) if indices is not None
+                          else bank.dense_inputs(videos[positions], model))
+                logits = model(**to_device(inputs, accelerator.device)).logits
             results += list(zip(positions, logits.float().cpu().tolist(), strict=True))
     results = sorted(gather_object(results))
     return torch.tensor([logits for _, logits in results])
+
+
+def to_device(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {name: value.to(device) for name, value in inputs.items()}
 
 
 def tcs_probabilities(logits: torch.Tensor) -> np.ndarray:
@@ -409,12 +515,17 @@ def tcs_probabilities(logits: torch.Tensor) -> np.ndarray:
 
 def train_epoch(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_videos: np.ndarray,
                 weights: torch.Tensor, stream: int, epoch: int) -> float:
-    """One pass over the training videos; returns the mean training loss."""
+    """One pass over the training videos; returns the mean training loss.
+
+    Each process takes its share of every global batch in micro-batches of ``args.micro_batch`` videos; each
+    micro-batch adds its summed loss over the global batch's norm, so the gradient is that of the whole batch.
+    """
     args, accelerator, bank = run.args, run.accelerator, run.bank
     draws = epoch_draws(run.sampler, args.gamma, args.seed, epoch)
     rank, world = accelerator.process_index, accelerator.num_processes
     weights = weights.to(accelerator.device)
     model.train()
+    freeze_batch_norm(model)
     loss_sum = torch.zeros((), device=accelerator.device)
     norm_sum = 0.0
     for batch in epoch_batches(train_videos, args.batch_size, args.seed, stream, epoch):
@@ -423,13 +534,17 @@ def train_epoch(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimiz
         local, share = np.arange(rank, len(batch), world), 1.0
         if len(local) == 0:  # fewer videos than processes: run one with no weight to keep the processes in step
             local, share = np.arange(1), 0.0
-        features = bank.gather(batch[local], draws[batch[local]]).to(accelerator.device)
-        logits = model(snippet_features=features).logits.float()
-        loss = share * sample_losses(logits, labels[local], args.loss, weights).sum() / norm
-        accelerator.backward(loss * world)  # DDP averages gradients over processes
+        micro_batches = np.split(local, range(args.micro_batch, len(local), args.micro_batch))
+        for number, micro in enumerate(micro_batches, start=1):
+            # DDP averages gradients over processes once, at the last backward pass of the batch
+            with accelerator.no_sync(model) if number < len(micro_batches) else contextlib.nullcontext():
+                inputs = bank.model_inputs(batch[micro], draws[batch[micro]])
+                logits = model(**to_device(inputs, accelerator.device)).logits.float()
+                loss = share * sample_losses(logits, labels[micro], args.loss, weights).sum() / norm
+                accelerator.backward(loss * world)
+            loss_sum += loss.detach() * norm
         optimizer.step()
         optimizer.zero_grad()
-        loss_sum += loss.detach() * norm
         norm_sum += float(norm)
     return float(accelerator.reduce(loss_sum, "sum")) / norm_sum
 
@@ -492,7 +607,7 @@ def prepare_training(run: Run, run_dir: Path, weights: torch.Tensor, epochs: int
     with ``--resume``."""
     args, accelerator = run.args, run.accelerator
     model = new_model(run.bank, args, weights)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, args), lr=args.learning_rate, weight_decay=args.weight_decay)
     schedulers = []
     if args.scheduler == "cosine":
         schedulers.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs))
@@ -628,23 +743,50 @@ def final_epochs(args: TrainingArguments, results: list[dict[str, Any]]) -> int:
 
 
 def check_arguments(run: Run) -> None:
-    """Write ``training_args.json``; a resumed run must match the saved arguments."""
+    """Write ``training_args.json``; a resumed run must match the saved arguments (missing ones: their defaults)."""
     path = run.output_dir / ARGS_FILE
     current = {k: v for k, v in run.args.to_dict().items() if k not in TrainingArguments.RUNTIME_OPTIONS}
     if path.is_file():
         saved = {k: v for k, v in json.loads(path.read_text()).items() if k not in TrainingArguments.RUNTIME_OPTIONS}
-        changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+        defaults = {spec.name: spec.default for spec in dataclasses.fields(TrainingArguments)}
+        changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k, defaults[k]) != v}
         if changed:
             raise ValueError(f"{run.output_dir} was trained with other arguments (saved, now): {changed}. Use the same "
                              "arguments, or another --output-dir.")
     run.write_json(path, run.args.to_dict())
 
 
+def resolve_mixed_precision(mixed_precision: str, device: torch.device | None = None) -> str:
+    """Accelerate's ``mixed_precision``: ``auto`` is :func:`gestures_hub.extract.auto_precision` on GPUs (bf16 where
+    native, else fp16) and ``no`` on CPUs, where oneDNN's bfloat16 Conv3d weight gradients are intermittently
+    non-finite (seen with torch 2.14 on a CPU with native bf16). ``device``: by default the one Accelerate picks."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    device = device or PartialState().device
+    return auto_precision(device) if device.type == "cuda" else "no"
+
+
+def load_bank(args: TrainingArguments, accelerator: Accelerator) -> Bank:
+    """The features of ``--features``, or with ``--train-encoder`` the videos of ``--videos`` and the encoder."""
+    if not args.train_encoder:
+        return FeatureBank.load(args.features)
+    set_seed(args.seed)  # an encoder preset without --encoder-weights is random: the same one in every run
+    encoder, pretrained = load_model(args.encoder, weights=args.encoder_weights)
+    if not pretrained and accelerator.is_main_process:
+        print(f"Note: the encoder {args.encoder!r} has random weights (no --encoder-weights).", file=sys.stderr)
+    output_dir = Path(args.output_dir)
+    return VideoBank.load(args.videos, encoder, cache=Path(args.frame_cache or output_dir / "frame-cache"),
+                          output_dir=output_dir, accelerator=accelerator,
+                          dense_stride=args.dense_stride or encoder.config.frames_per_snippet,
+                          dense_batch=args.eval_batch_size * args.num_segments)
+
+
 def train(args: TrainingArguments, accelerator: Accelerator | None = None) -> dict[str, Any] | None:
     """Cross-validate, export the best model of each fold and a final model; returns ``metrics.json`` (None while
     folds are missing or the run was stopped early)."""
-    accelerator = accelerator or Accelerator(mixed_precision=args.mixed_precision, step_scheduler_with_optimizer=False)
-    bank = drop_short_videos(FeatureBank.load(args.features), args.num_segments, args.drop_short)
+    accelerator = accelerator or Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision),
+                                             step_scheduler_with_optimizer=False)
+    bank = drop_short_videos(load_bank(args, accelerator), args.num_segments, args.drop_short)
     sampler = SegmentSampler(bank, args.num_segments)
     run = Run(args, accelerator, bank, sampler, sampler.draw("middle"), Path(args.output_dir))
     check_arguments(run)
@@ -663,7 +805,7 @@ def train(args: TrainingArguments, accelerator: Accelerator | None = None) -> di
         _, model, finished = fit(run, run.output_dir / "final-run", np.arange(len(bank)), None,
                                  final_epochs(args, done), args.folds, run.output_dir / "final")
         digests["final"] = weights_digest(model)
-        if finished and args.encoder and run.is_main:
+        if finished and args.encoder and not args.train_encoder and run.is_main:
             export(run, attach_encoder(model, args.encoder, encoder_weights=args.encoder_weights),
                    run.output_dir / "final-video")
     if report is not None:
@@ -686,15 +828,15 @@ def attach_encoder(
     encoder: GesturesForVideoClassification | str | Path,
     *,
     encoder_weights: str | Path | None = None,
+    freeze_encoder: bool | None = None,
 ) -> GesturesForVideoClassification:
     """Put the aggregator and classifier of a model trained on features behind a snippet encoder.
 
     ``encoder`` is a model with an encoder, or a preset name, folder or Hub id for
     :func:`gestures_hub.presets.load_model` (``encoder_weights``: a checkpoint for the importers). The result takes
     ``pixel_values`` (videos in, FOS/TCS out) and gives the same logits as ``feature_model`` on the encoder's features.
+    ``freeze_encoder`` overrides the encoder config's.
     """
-    from .presets import load_model
-
     if not isinstance(feature_model, GesturesForVideoClassification):
         feature_model = GesturesForVideoClassification.from_pretrained(str(feature_model))
     if not isinstance(encoder, GesturesForVideoClassification):
@@ -708,7 +850,9 @@ def attach_encoder(
         if getattr(head, name) != getattr(base, name):
             raise ValueError(f"The features were made with {name}={getattr(head, name)}, the encoder uses "
                              f"{getattr(base, name)}.")
-    config = GesturesConfig.from_dict({**base.to_dict(), **{name: getattr(head, name) for name in HEAD_OPTIONS}})
+    frozen = {} if freeze_encoder is None else {"freeze_encoder": freeze_encoder}
+    config = GesturesConfig.from_dict({**base.to_dict(), **{name: getattr(head, name) for name in HEAD_OPTIONS},
+                                       **frozen})
     model = GesturesForVideoClassification(config)
     model.gestures.encoder.load_state_dict(encoder.gestures.encoder.state_dict())
     model.gestures.aggregator.load_state_dict(feature_model.gestures.aggregator.state_dict())

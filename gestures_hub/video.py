@@ -149,9 +149,7 @@ def iter_snippets(
             f"{fps}, {frames_per_snippet}, {stride}, {batch_size} and {prefetch_depth}."
         )
     probe_video(path, min_duration=frames_per_snippet / fps)
-    std_ = np.asarray(std, dtype=np.float64).reshape(3, 1, 1)
-    scale = (1.0 / (255.0 * std_)).astype(np.float32)
-    shift = (np.asarray(mean, dtype=np.float64).reshape(3, 1, 1) / std_).astype(np.float32)
+    scale, shift = normalisation(mean, std)
     frames = (_normalise(rgb, scale, shift) for _, rgb in iter_frames(path, fps=fps, size=size))
     batches = _snippet_batches(
         path, frames, fps=fps, frames_per_snippet=frames_per_snippet, stride=stride, batch_size=batch_size
@@ -365,6 +363,14 @@ def _to_rgb(reformatter: VideoReformatter, frame: av.VideoFrame, size: int) -> n
     return np.ascontiguousarray(np.rot90(square, round(frame.rotation / 90) % 4))  # rotation: counter-clockwise
 
 
+def normalisation(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``(scale, shift)`` of shape ``(3, 1, 1)``: ``rgb * scale - shift`` is ``(rgb / 255 - mean) / std``."""
+    std_ = np.asarray(std, dtype=np.float64).reshape(3, 1, 1)
+    scale = (1.0 / (255.0 * std_)).astype(np.float32)
+    shift = (np.asarray(mean, dtype=np.float64).reshape(3, 1, 1) / std_).astype(np.float32)
+    return scale, shift
+
+
 def _normalise(rgb: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """uint8 (H, W, 3) to float32 (3, H, W) ``(rgb / 255 - mean) / std``.
 
@@ -435,7 +441,8 @@ def write_test_video(
     increasing, below ``duration``; B-frames are then disabled so that MP4 keeps each frame's duration).
     The last frame lasts until ``duration``. ``size`` is (width, height) as stored; ``rotation`` (degrees
     counter-clockwise) is written as display metadata, like phones do. ``crf`` is x264's quality (lower is
-    better; the default keeps the "index" colours). Patterns:
+    better; the default keeps the "index" colours). x264 runs on one thread, so the same frames always give the same
+    bitstream. Patterns:
 
     - ``"index"``: each frame is one flat colour encoding its index; read it back with ``read_frame_index``.
     - ``"bar"``: a bright vertical bar sweeps left to right once per second over a textured, slightly
@@ -447,7 +454,8 @@ def write_test_video(
         raise ValueError("Frame times must be >= 0, increasing and below the duration.")
     width, height = size
     paint = _painter(pattern, width, height)
-    options = {"crf": str(crf), "preset": "veryfast", **({"bf": "0"} if vfr_timestamps is not None else {})}
+    options = {"crf": str(crf), "preset": "veryfast", "threads": "1",
+               **({"bf": "0"} if vfr_timestamps is not None else {})}
     durations = {a: b - a for a, b in zip(pts, pts[1:], strict=False)}
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001), options=options)

@@ -12,6 +12,7 @@ from gestures_hub import GesturesConfig, GesturesForVideoClassification
 from gestures_hub.reproduce import (
     ReproduceArguments,
     StackedClassifier,
+    StackedLSTM,
     dense_probabilities,
     load_bank,
     plan_stacks,
@@ -37,8 +38,9 @@ def test_stacked_classifier_is_the_models_side_by_side(tmp_path, aggregation):
     models = heads(aggregation)
     stack = StackedClassifier(models)
     torch.manual_seed(0)
-    features = torch.randn(3, 6, 4, 5)
-    logits = stack(features)
+    table, rows = torch.randn(100, 5), torch.randperm(100)[:72].view(3, 6, 4)  # 3 models x 6 videos x 4 snippets
+    features = table[rows]
+    logits = stack(table, rows)
     for m, model in enumerate(models):
         assert all(torch.equal(value, stack.export(m)[key]) for key, value in model.state_dict().items())
         torch.testing.assert_close(logits[m], model(snippet_features=features[m]).logits)
@@ -63,7 +65,7 @@ def test_a_stack_of_models_equals_single_runs(tmp_path, loss):
     """Every (aggregation, gamma, fold) model of a batched run matches `gestures train` of that setting."""
     options = ReproduceArguments(features=noisy_dataset(tmp_path / "f", num_videos=30), output_dir=str(tmp_path),
                                  protocols=["patient"], segments=[4], gammas=[1, "middle"], folds=2, epochs=3,
-                                 batch_size=8, hidden_size=4, loss=loss)
+                                 batch_size=8, hidden_size=4, loss=loss, precision="fp32")
     bank = load_bank(options)
     accelerator = Accelerator()
     sampler = SegmentSampler(bank, 4)
@@ -102,3 +104,29 @@ def test_reproduce_writes_the_grid(tmp_path):
             assert set(entry["summary"]) == {"middle", "dense"}
     assert table.count("| BLSTM | 4 | ∞ (middle) |") == 2  # one row per protocol
     assert "Seizure-wise 3-fold cross-validation" in table and "Patient-grouped stratified 3-fold" in table
+
+
+@pytest.mark.parametrize("steps", [1, 5])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_the_hand_written_lstm_backward_is_the_gradient(reverse, steps):
+    torch.manual_seed(0)
+    inputs = torch.randn(3, steps, 4, 6, dtype=torch.float64)  # 3 models, time-major, 4 videos, 6 features
+    weights = [torch.randn(3, *shape, dtype=torch.float64, requires_grad=True) for shape in ((6, 12), (3, 12), (1, 12))]
+    assert torch.autograd.gradcheck(lambda *w: StackedLSTM.apply(inputs, *w, reverse), weights)
+
+
+def test_bfloat16_projections_train_like_float32(tmp_path):
+    """``--precision bf16`` rounds the LSTM input projections only: the same models come out, up to that rounding."""
+    results, features = {}, noisy_dataset(tmp_path / "f", num_videos=30)
+    for precision in ("fp32", "bf16"):
+        options = ReproduceArguments(features=features, output_dir=str(tmp_path),
+                                     protocols=["patient"], aggregations=["blstm"], segments=[4], gammas=[2],
+                                     folds=2, epochs=4, batch_size=8, hidden_size=4, precision=precision)
+        bank = load_bank(options)
+        results[precision] = [train_stack(bank, options, spec, keep_model=True) for spec in plan_stacks(bank, options)]
+    for single, mixed in zip(results["fp32"], results["bf16"], strict=True):
+        for name, value in single.model.params.items():
+            torch.testing.assert_close(mixed.model.params[name], value, atol=3e-2, rtol=3e-2)
+            assert not torch.equal(mixed.model.params[name], value)  # the rounding is real
+        for m in range(len(single.spec.folds)):
+            np.testing.assert_allclose(mixed.probabilities[m]["dense"], single.probabilities[m]["dense"], atol=0.05)

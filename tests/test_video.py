@@ -153,7 +153,10 @@ def test_rotation_metadata_is_applied_and_crop_is_centred(tmp_path: Path) -> Non
     for (t, a), (_, b) in zip(
         iter_frames(upright, fps=FPS, size=112), iter_frames(rotated, fps=FPS, size=112), strict=True
     ):
-        np.testing.assert_array_equal(b, np.rot90(a))  # 90 degrees counter-clockwise
+        # 90 degrees counter-clockwise; swscale's SIMD paths (chosen by buffer alignment) may round some pixels
+        # differently from one decode to the next (seen: up to 8 levels, 0.35 on average)
+        difference = np.abs(b.astype(int) - np.rot90(a).astype(int))
+        assert difference.max() <= 16 and difference.mean() < 1, (difference.max(), difference.mean())
         # the bar's centre x = round(t * 64) on 64x48 -> (x + 0.5) * 112 / 48 - 0.5 on 149x112, cropped 18 from the left
         column = (round(t * 64) + 0.5) * 112 / 48 - 0.5 - 18
         bar = np.flatnonzero(a.mean(axis=(0, 2)) > 200)  # columns of the bar (3 source columns wide)
