@@ -522,6 +522,7 @@ def _dense_lstm(bank: FeatureBank, table: torch.Tensor, stack: StackedClassifier
                 videos: np.ndarray, lengths: np.ndarray, chunk: int) -> torch.Tensor:
     """Final hidden states ``(M, V, H)`` of one direction over whole videos (``lengths`` 0 marks padding)."""
     weight_ih, weight_hh, bias = stack.lstm_weights(suffix)
+    recurrent = weight_hh.to(table.dtype)  # the recurrent product in the projections' dtype, as in training
     groups = {fold: torch.tensor([m for m, f in enumerate(folds) if f == fold]) for fold in set(folds)}
     active = (lengths[:, :, None] > np.arange(lengths.max())).sum(1).max(0)  # videos still running, per step
     device = bank.features.device
@@ -545,7 +546,7 @@ def _dense_lstm(bank: FeatureBank, table: torch.Tensor, stack: StackedClassifier
         for offset, step in enumerate(steps):
             width = int(active[step])  # videos are sorted longest first: the running ones are a prefix
             hidden, cell = lstm_step(gates[:, :width, offset], None if hidden is None else hidden[:, :width],
-                                     None if cell is None else cell[:, :width], weight_hh.to(table.dtype))
+                                     None if cell is None else cell[:, :width], recurrent)
             if int(step) in ends:
                 model, video = ends[int(step)]
                 final[model, video] = hidden[model, video]
