@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ class VideoBank(LabelledVideos):
         return cls(frames, _table(usable, frames, config.fps), encoder, settings, str(manifest), dense_stride,
                    dense_batch)
 
-    @property
+    @cached_property
     def lengths(self) -> np.ndarray:
         """Snippet start frames of each video (stride 1)."""
         return np.array([max(0, len(frames) - self.settings["frames_per_snippet"] + 1) for frames in self.frames])

@@ -237,15 +237,9 @@ def lstm_step(gates: torch.Tensor, hidden: torch.Tensor | None, cell: torch.Tens
 
 
 def input_gates(inputs: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``inputs @ weight_ih + bias`` of time-major ``inputs`` ``(M, T, B, D)`` into ``out`` ``(M, T, B, 4H)``, computed
-    in the inputs' dtype as :func:`_project` does."""
+    """:func:`_project` of time-major ``inputs`` ``(M, T, B, D)`` into ``out`` ``(M, T, B, 4H)``."""
     models, steps, batch, dim = inputs.shape
-    product = bias.to(inputs.dtype), inputs.reshape(models, steps * batch, dim), weight_ih.to(inputs.dtype)
-    result = out.view(models, steps * batch, -1)
-    if out.dtype == inputs.dtype:
-        torch.baddbmm(*product, out=result)
-    else:
-        result.copy_(torch.baddbmm(*product))
+    _project(inputs.reshape(models, steps * batch, dim), weight_ih, bias, out=out.view(models, steps * batch, -1))
     return out
 
 
@@ -331,13 +325,19 @@ def _stacked_name(name: str) -> str:
     return name.replace(".", "__")
 
 
-def _project(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def _project(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+             out: torch.Tensor | None = None) -> torch.Tensor:
     """``inputs @ weight + bias`` per model: ``(M or 1, R, D) x (M, D, G) -> (M, R, G)``, computed in the inputs' dtype
-    (bfloat16 inputs: bfloat16 weights, float32 accumulation) and returned in the weights'."""
+    (bfloat16 inputs: bfloat16 weights, float32 accumulation) and returned in the weights' (into ``out`` if given,
+    for ``M`` inputs)."""
     dtype = weight.dtype
     weight, bias = weight.to(inputs.dtype), bias.to(inputs.dtype)
     if inputs.shape[0] == weight.shape[0]:
-        return torch.baddbmm(bias, inputs, weight).to(dtype)
+        if out is None:
+            return torch.baddbmm(bias, inputs, weight).to(dtype)
+        if out.dtype == inputs.dtype:
+            return torch.baddbmm(bias, inputs, weight, out=out)
+        return out.copy_(torch.baddbmm(bias, inputs, weight))
     models, dim, out = weight.shape
     shared = inputs[0] @ weight.permute(1, 0, 2).reshape(dim, models * out)
     return (shared.view(-1, models, out).transpose(0, 1) + bias).to(dtype)
