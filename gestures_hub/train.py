@@ -125,6 +125,8 @@ class TrainingArguments:
     batch_size: int = field(default=64, metadata={"help": "global batch size (all processes together)"})
     learning_rate: float = 1e-2
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW decoupled weight decay (PyTorch's default)"})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW's epsilon (PyTorch's default); a larger one "
+                                                                "damps the steps of parameters with tiny gradients"})
     scheduler: str = field(default="none", metadata={"choices": SCHEDULERS, "help": "learning-rate schedule per epoch"})
     patience: int | None = field(default=None, metadata={"help": "stop a fold after this many epochs without a "
                                                                    "better validation F1; none: never"})
@@ -607,7 +609,8 @@ def prepare_training(run: Run, run_dir: Path, weights: torch.Tensor, epochs: int
     with ``--resume``."""
     args, accelerator = run.args, run.accelerator
     model = new_model(run.bank, args, weights)
-    optimizer = torch.optim.AdamW(parameter_groups(model, args), lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, args), lr=args.learning_rate, weight_decay=args.weight_decay,
+                                  eps=args.adam_epsilon)
     schedulers = []
     if args.scheduler == "cosine":
         schedulers.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs))

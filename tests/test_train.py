@@ -307,7 +307,8 @@ def test_command_line():
                               "original", "--folds", "5", "--fold", "2", "--group-by", "seizure", "--resume"])
     assert (args.gamma, args.loss, args.folds, args.fold, args.group_by, args.resume) == \
         ("middle", "original", 5, 2, "seizure", True)
-    assert (args.learning_rate, args.batch_size, args.epochs, args.weight_decay) == (1e-2, 64, 400, 0.01)
+    assert (args.learning_rate, args.batch_size, args.epochs, args.weight_decay, args.adam_epsilon) == \
+        (1e-2, 64, 400, 0.01, 1e-8)
     args = parser.parse_args(["reproduce", "--features", "d", "--output-dir", "o", "--gammas", "1", "middle"])
     assert args.gammas == [1.0, "middle"] and args.loss == "original" and args.segments == [2, 4, 8, 16]
     with pytest.raises(SystemExit):
