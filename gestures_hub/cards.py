@@ -319,6 +319,7 @@ def render_model_card(
         space_id=space_id,
         training_args=[(key, _table_value(value)) for key, value in (training_args or {}).items()],
         training_args_source=TRAINING_ARGS_FILE if artifacts.training_args else CV_METRICS_FILE,
+        timeline_weight=training_args.get("timeline_weight", 0.0) if training_args else None,
         cv=cv_metrics,
         protocol=protocol_description(cv_metrics["protocol"]) if cv_metrics else None,
         metric_headers=list(TABLE_METRICS.values()),

@@ -289,9 +289,11 @@ def write_shard(out_dir: str | Path, rows: Iterable[Mapping[str, Any]], shard_in
 
 class LabelledVideos:
     """What training needs of a bank of videos (features or frames): one ``table`` row per video (video, patient,
-    seizure, view, label, duration)."""
+    seizure, view, label, duration, onset_bilateral) and the ``settings`` placing snippet ``i`` at
+    ``i * stride / fps`` seconds."""
 
     table: Any  # pandas.DataFrame
+    settings: dict[str, Any]
 
     def __len__(self) -> int:
         return len(self.table)
@@ -299,6 +301,16 @@ class LabelledVideos:
     @property
     def labels(self) -> np.ndarray:
         return self.table["label"].to_numpy(copy=True)
+
+    def spread_targets(self, videos: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Timeline targets of snippets ``indices`` (one row per video) of ``videos``: 1 (TCS) for the snippets of a
+        TCS video that start at or after its ``onset_bilateral``, 0 before it and throughout FOS videos; and whether
+        each video's targets are known (not for a TCS video without ``onset_bilateral``)."""
+        onsets = self.table["onset_bilateral"].to_numpy(dtype=float, na_value=np.nan)[videos]
+        tcs = self.labels[videos] == LABEL_NAMES.index("TCS")
+        starts = np.asarray(indices) * self.settings["stride"] / self.settings["fps"]
+        targets = (starts >= np.where(tcs, onsets, np.inf)[:, None]).astype(np.int64)
+        return targets, ~tcs | ~np.isnan(onsets)
 
 
 class FeatureShardWriter:

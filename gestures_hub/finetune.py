@@ -55,7 +55,7 @@ class VideoBank(LabelledVideos):
     (same ``table``, ``labels``, ``lengths`` and ``settings``), giving ``pixel_values`` instead of features."""
 
     frames: list[np.ndarray]  # per video, uint8 (num_frames, size, size, 3)
-    table: pd.DataFrame  # video, patient, seizure, view, label, duration
+    table: pd.DataFrame  # video, patient, seizure, view, label, duration, onset_bilateral
     encoder: GesturesForVideoClassification  # the encoder to fine-tune; its config sets fps, size, normalisation
     settings: dict[str, Any]
     path: str
@@ -148,6 +148,7 @@ def _table(rows: list[ManifestRow], frames: list[np.ndarray], fps: float) -> pd.
         "video": [row.video for row in rows], "patient": [row.patient for row in rows],
         "seizure": [row.seizure for row in rows], "view": [row.view for row in rows],
         "label": [LABEL_NAMES.index(row.label) for row in rows], "duration": [len(f) / fps for f in frames],
+        "onset_bilateral": [np.nan if row.onset_bilateral is None else row.onset_bilateral for row in rows],
     })
 
 

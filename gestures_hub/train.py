@@ -38,6 +38,11 @@ parameters trained), so micro-batches of ``--micro-batch-size`` videos with grad
 ``--dense-stride`` frames apart. ``--mixed-precision`` defaults to ``auto`` (bf16 on GPUs that have it). Exported models
 take ``pixel_values``.
 
+Timeline (``--timeline-weight``, default 0 as in the paper): a per-snippet cross-entropy on the ``snippet_logits`` of
+the sampled snippets, whose target is TCS from a TCS video's ``onset_bilateral`` on and FOS before it and in FOS
+videos; each video's mean term is weighted like its seizure loss (:func:`timeline_losses`). TCS videos without
+``onset_bilateral`` are left out of it.
+
 Losses (``--loss``):
 
 - ``weighted`` (default): cross-entropy with balanced class weights ``w_c = N / (2 N_c)`` of the training videos,
@@ -75,7 +80,7 @@ from transformers.utils import logging as transformers_logging
 
 from .configuration_gestures import AGGREGATIONS, GesturesConfig
 from .extract import auto_precision
-from .features import UNKNOWN_LABEL, LabelledVideos, dataset_settings, load_features
+from .features import LABEL_NAMES, UNKNOWN_LABEL, LabelledVideos, dataset_settings, load_features
 from .finetune import VideoBank, freeze_batch_norm
 from .metrics import classification_metrics, metrics_markdown, summarize
 from .modeling_gestures import GesturesForVideoClassification
@@ -131,6 +136,10 @@ class TrainingArguments:
     patience: int | None = field(default=None, metadata={"help": "stop a fold after this many epochs without a "
                                                                    "better validation F1; none: never"})
     loss: str = field(default="weighted", metadata={"choices": LOSSES})
+    timeline_weight: float = field(default=0.0, metadata={"help": "weight of a per-snippet loss that teaches the "
+                                                                  "timeline when the seizure spread (TCS from the "
+                                                                  "videos' onset_bilateral on); 0: the paper's "
+                                                                  "seizure-level loss only"})
     seed: int = 0
     mixed_precision: str | None = field(default=None, metadata={
         "choices": MIXED_PRECISIONS, "help": "autocast precision; auto: bf16 on GPUs that compute it natively, fp16 on "
@@ -188,6 +197,11 @@ class TrainingArguments:
             raise ValueError(f"fold must be in [0, {self.folds - 1}], got {self.fold}.")
         if self.seed < 0:
             raise ValueError(f"seed must be non-negative, got {self.seed}.")
+        if self.timeline_weight < 0:
+            raise ValueError(f"timeline_weight must be >= 0, got {self.timeline_weight}.")
+        if self.timeline_weight and self.num_layers > 1:
+            raise ValueError("--timeline-weight needs per-snippet logits, which stacked RNNs (--num-layers > 1) do not "
+                             "have: use one layer, or --timeline-weight 0.")
 
     def check_mode(self) -> None:
         """Exactly one of feature training (``--features``) and end-to-end training (``--train-encoder``)."""
@@ -243,7 +257,7 @@ class FeatureBank(LabelledVideos):
 
     features: torch.Tensor  # (total snippets, feature_dim)
     offsets: np.ndarray  # (num_videos + 1,): video i is features[offsets[i]:offsets[i + 1]]
-    table: pd.DataFrame  # video, patient, seizure, view, label, duration
+    table: pd.DataFrame  # video, patient, seizure, view, label, duration, onset_bilateral
     settings: dict[str, Any]
     path: str
 
@@ -252,7 +266,8 @@ class FeatureBank(LabelledVideos):
         """Read a features dataset (see :func:`gestures_hub.features.load_features`); every video needs a label."""
         dataset = load_features(path)
         settings = dataset_settings(dataset)
-        table = dataset.select_columns(["video", "patient", "seizure", "view", "label", "duration"]).to_pandas()
+        table = dataset.select_columns(["video", "patient", "seizure", "view", "label", "duration",
+                                        "onset_bilateral"]).to_pandas()
         unlabelled = table.loc[table["label"] == UNKNOWN_LABEL, "video"].tolist()
         if unlabelled:
             raise ValueError(f"{len(unlabelled)} video(s) have no label; training needs FOS or TCS on every video: "
@@ -386,6 +401,15 @@ def loss_norms(labels: torch.Tensor, loss: str, weights: torch.Tensor) -> torch.
     if loss == "original":
         return torch.full(labels.shape, 2.0, device=labels.device)
     return torch.gather(weights, -1, labels)
+
+
+def timeline_losses(snippet_logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
+                    norms: torch.Tensor) -> torch.Tensor:
+    """Per-video timeline terms: the mean cross-entropy of the sampled snippets' logits ``(batch, snippets, 2)``
+    against their spread ``targets``, times each video's share ``norms`` of the seizure loss's mean (so both losses
+    weigh videos alike); zero where the targets are not ``known``."""
+    terms = F.cross_entropy(snippet_logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+    return torch.where(known, norms * terms.mean(-1), 0.0)
 
 
 def batch_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, weights: torch.Tensor) -> torch.Tensor:
@@ -540,9 +564,15 @@ def train_epoch(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimiz
         for number, micro in enumerate(micro_batches, start=1):
             # DDP averages gradients over processes once, at the last backward pass of the batch
             with accelerator.no_sync(model) if number < len(micro_batches) else contextlib.nullcontext():
-                inputs = bank.model_inputs(batch[micro], draws[batch[micro]])
-                logits = model(**to_device(inputs, accelerator.device)).logits.float()
-                loss = share * sample_losses(logits, labels[micro], args.loss, weights).sum() / norm
+                videos, indices = batch[micro], draws[batch[micro]]
+                outputs = model(**to_device(bank.model_inputs(videos, indices), accelerator.device))
+                terms = sample_losses(outputs.logits.float(), labels[micro], args.loss, weights)
+                if args.timeline_weight:
+                    targets, known = (torch.as_tensor(a, device=accelerator.device)
+                                      for a in bank.spread_targets(videos, indices))
+                    terms = terms + args.timeline_weight * timeline_losses(
+                        outputs.snippet_logits.float(), targets, known, loss_norms(labels[micro], args.loss, weights))
+                loss = share * terms.sum() / norm
                 accelerator.backward(loss * world)
             loss_sum += loss.detach() * norm
         optimizer.step()
@@ -784,12 +814,28 @@ def load_bank(args: TrainingArguments, accelerator: Accelerator) -> Bank:
                           dense_batch=args.eval_batch_size * args.num_segments)
 
 
+def check_onsets(bank: Bank, verbose: bool) -> None:
+    """``--timeline-weight`` learns from the ``onset_bilateral`` of TCS videos: fail if none has one, and say (when
+    ``verbose``) which videos' snippets the timeline loss leaves out."""
+    tcs = bank.labels == LABEL_NAMES.index("TCS")
+    missing = bank.table.loc[tcs & bank.table["onset_bilateral"].isna().to_numpy(), "video"].tolist()
+    if len(missing) == tcs.sum():
+        raise ValueError(f"--timeline-weight learns when TCS seizures spread, but none of the {len(missing)} TCS "
+                         "videos has an onset_bilateral: add that column (seconds) to the manifest and extract again, "
+                         "or use --timeline-weight 0.")
+    if missing and verbose:
+        print(f"Note: {len(missing)} TCS video(s) have no onset_bilateral; the timeline loss leaves them out: "
+              f"{missing[:10]}{' ...' if len(missing) > 10 else ''}", file=sys.stderr)
+
+
 def train(args: TrainingArguments, accelerator: Accelerator | None = None) -> dict[str, Any] | None:
     """Cross-validate, export the best model of each fold and a final model; returns ``metrics.json`` (None while
     folds are missing or the run was stopped early)."""
     accelerator = accelerator or Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision),
                                              step_scheduler_with_optimizer=False)
     bank = drop_short_videos(load_bank(args, accelerator), args.num_segments, args.drop_short)
+    if args.timeline_weight:
+        check_onsets(bank, accelerator.is_main_process)
     sampler = SegmentSampler(bank, args.num_segments)
     run = Run(args, accelerator, bank, sampler, sampler.draw("middle"), Path(args.output_dir))
     check_arguments(run)

@@ -136,6 +136,15 @@ def test_card_without_evaluation(tmp_path, tiny_model_dir):
     assert all(section in body(card) for section in MODEL_SECTIONS)
 
 
+def test_card_says_whether_the_timeline_was_trained(tmp_path, tiny_model_dir):
+    model_dir = model_dir_with(tmp_path, tiny_model_dir, args={"timeline_weight": 0.5, "loss": "weighted"})
+    card = render_model_card(model_dir, repo_id=REPO, allow_no_eval=True)
+    assert "trained to show when a TCS seizure becomes bilateral: a per-snippet loss\n(weight 0.5)" in body(card)
+    assert "not trained on their own" not in body(card)
+    unrecorded = render_model_card(model_dir_with(tmp_path / "b", tiny_model_dir), repo_id=REPO, allow_no_eval=True)
+    assert "trained to show" not in body(unrecorded) and "not trained on their own" not in body(unrecorded)
+
+
 def test_clear_errors_for_bad_folders(tmp_path, tiny_model_dir):
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         render_model_card(tmp_path / "nowhere", repo_id=REPO)
@@ -224,3 +233,4 @@ def test_model_card_from_a_real_training_run(tmp_path):
         assert results["accuracy", mode] == round(summary["mean"]["accuracy"], 4)
         assert results["f1", mode] == round(summary["mean"]["f1"], 4)
     assert "synthetic-data" in loaded.data.tags
+    assert "They were not trained on their own (the paper's seizure-level loss only)" in loaded.text

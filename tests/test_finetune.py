@@ -33,15 +33,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    """Eight short videos of eight patients (FOS: a sweeping bar, TCS: flat colours), an unreadable file, and a
-    tiny R(2+1)D encoder whose BatchNorm layers have non-trivial running statistics."""
+    """Eight short videos of eight patients (FOS: a sweeping bar, TCS: flat colours, "spreading" at 0.8 s), an
+    unreadable file, and a tiny R(2+1)D encoder whose BatchNorm layers have non-trivial running statistics."""
     folder = tmp_path_factory.mktemp("cohort")
-    rows = [["video", "patient", "seizure", "label"]]
+    rows = [["video", "patient", "seizure", "label", "onset_bilateral"]]
     for i in range(8):
         write_test_video(folder / f"v{i}.mp4", duration=2.0 + 0.2 * i, fps=25, pattern="index" if i % 2 else "bar")
-        rows.append([f"v{i}.mp4", f"p{i}", f"s{i}", "TCS" if i % 2 else "FOS"])
+        rows.append([f"v{i}.mp4", f"p{i}", f"s{i}", "TCS" if i % 2 else "FOS", 0.8 if i % 2 else ""])
     make_bad("text", folder)
-    rows.append(["text.mp4", "p8", "s8", "FOS"])
+    rows.append(["text.mp4", "p8", "s8", "FOS", ""])
     with open(folder / "videos.csv", "w", newline="") as file:
         csv.writer(file).writerows(rows)
     torch.manual_seed(0)
@@ -57,12 +57,13 @@ def cohort(tmp_path_factory):
 def video_args(cohort, output_dir, **overrides) -> TrainingArguments:
     """Fine-tuning options shared by the equivalence tests. AdamW's epsilon is raised from 1e-8 so that parameters
     whose gradient is float rounding noise (summed in another order by micro-batches or processes) are not stepped by
-    +-learning rate at random: a 1e-7 gradient difference then moves weights by ~1e-7, not ~1e-3."""
+    +-learning rate at random: a 1e-7 gradient difference then moves weights by ~1e-7, not ~1e-3. The timeline loss is
+    on, so that its terms are split across micro-batches and processes too."""
     options = dict(train_encoder=True, videos=str(cohort / "videos.csv"), encoder=str(cohort / "encoder"),
                    output_dir=str(output_dir), aggregation="lstm", num_segments=3, gamma=2.0, hidden_size=4, folds=2,
                    fold=0, epochs=2, batch_size=4, micro_batch_size=2, eval_batch_size=3, learning_rate=1e-3,
-                   encoder_learning_rate=1e-3, adam_epsilon=1e-3, mixed_precision="no", no_final=True,
-                   seed=0)
+                   encoder_learning_rate=1e-3, adam_epsilon=1e-3, timeline_weight=0.5, mixed_precision="no",
+                   no_final=True, seed=0)
     return TrainingArguments(**{**options, **overrides})
 
 
@@ -97,7 +98,7 @@ def test_two_processes_match_one(cohort, trained, tmp_path):
              "--aggregation", "lstm", "--num-segments", "3", "--gamma", "2", "--hidden-size", "4", "--folds", "2",
              "--fold", "0", "--epochs", "2", "--batch-size", "4", "--micro-batch-size", "1", "--eval-batch-size", "3",
              "--learning-rate", "1e-3", "--encoder-learning-rate", "1e-3", "--adam-epsilon", "1e-3",
-             "--mixed-precision", "no", "--no-final", "--output-dir", str(tmp_path / "two")]
+             "--timeline-weight", "0.5", "--mixed-precision", "no", "--no-final", "--output-dir", str(tmp_path / "two")]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",

@@ -20,6 +20,7 @@ from gestures_hub import reproduce as reproduce_module
 from gestures_hub import train as train_module
 from gestures_hub.cli import COMMAND_MODULES
 from gestures_hub.features import FeatureSettings, FeatureShardWriter
+from gestures_hub.predict import detect_spread
 from gestures_hub.sampling import segment_indices, segment_ranges
 from gestures_hub.train import (
     FeatureBank,
@@ -38,15 +39,16 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def write_features(path, sequences, labels, patients=None, frames_per_snippet=1):
-    """A features dataset of the given ``(length, dim)`` sequences; one patient per video unless given."""
+def write_features(path, sequences, labels, patients=None, frames_per_snippet=1, onsets=None):
+    """A features dataset of the given ``(length, dim)`` sequences (snippet ``i`` at ``i / 15`` s); one patient per
+    video unless given; ``onsets``: each video's ``onset_bilateral`` (default: none)."""
     settings = FeatureSettings(encoder="none", fps=15.0, frames_per_snippet=frames_per_snippet, stride=1,
                                feature_dim=sequences[0].shape[1], image_size=112, synthetic=True)
     with FeatureShardWriter(path, settings) as writer:
         for i, (features, label) in enumerate(zip(sequences, labels, strict=True)):
             writer.add({"video": f"v{i:03d}", "patient": patients[i] if patients else f"p{i:03d}",
                         "seizure": f"s{i:03d}", "view": "Large", "label": int(label), "duration": len(features) / 15,
-                        "onset_bilateral": None, "num_snippets": len(features),
+                        "onset_bilateral": onsets[i] if onsets else None, "num_snippets": len(features),
                         "start_times": np.arange(len(features), dtype=np.float32) / 15,
                         "features": np.asarray(features, dtype=np.float32)})
     return str(path)
@@ -71,10 +73,28 @@ def events_dataset(path, task, num_videos=60, length=40, dim=6, seed=0):
     return write_features(path, sequences, labels)
 
 
-def noisy_dataset(path, num_videos=24, dim=4, seed=0):
+def noisy_dataset(path, num_videos=24, dim=4, seed=0, onsets=False):
+    """Gaussian noise, shifted by 0.8 in TCS videos (odd ones); with ``onsets``, TCS videos spread at 0.5 s."""
     rng = np.random.default_rng(seed)
     sequences = [rng.standard_normal((int(rng.integers(12, 30)), dim)) + 0.8 * (i % 2) for i in range(num_videos)]
-    return write_features(path, sequences, [i % 2 for i in range(num_videos)])
+    return write_features(path, sequences, [i % 2 for i in range(num_videos)],
+                          onsets=[0.5 if i % 2 else None for i in range(num_videos)] if onsets else None)
+
+
+def spread_dataset(path, num_videos=40, length=45, dim=4, seed=0):
+    """Focal activity (dimension 0) throughout; TCS videos (odd ones) turn bilateral (dimension 1) at a random onset
+    between 1 and 2 s (snippets are 1/15 s apart)."""
+    rng = np.random.default_rng(seed)
+    sequences, onsets = [], []
+    for i in range(num_videos):
+        x = 0.3 * rng.standard_normal((length, dim))
+        x[:, 0] += 1.0
+        onset = float(rng.uniform(1.0, 2.0)) if i % 2 else None
+        if onset is not None:
+            x[math.ceil(onset * 15):, 1] += 1.5
+        sequences.append(x)
+        onsets.append(onset)
+    return write_features(path, sequences, [i % 2 for i in range(num_videos)], onsets=onsets), sequences, onsets
 
 
 def tiny_args(features, output_dir, **overrides):
@@ -120,6 +140,54 @@ def test_weighted_loss_balances_the_classes():
     assert float(out.loss) == pytest.approx(float(batch_loss(out.logits, labels, "weighted", weights)), rel=1e-6)
     with pytest.raises(ValueError, match="both classes"):
         loss_weights(np.zeros(5, dtype=int), "weighted")
+
+
+def test_timeline_losses_weigh_videos_like_the_seizure_loss():
+    torch.manual_seed(0)
+    snippet_logits, targets = torch.randn(3, 4, 2), torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]])
+    known, norms = torch.tensor([True, True, False]), torch.tensor([2.0, 0.5, 3.0])
+    terms = train_module.timeline_losses(snippet_logits, targets, known, norms)
+    for video in range(2):
+        assert float(terms[video]) == pytest.approx(float(norms[video] * F.cross_entropy(snippet_logits[video],
+                                                                                          targets[video])), rel=1e-6)
+    assert float(terms[2]) == 0.0  # a TCS video without onset_bilateral
+
+
+def test_spread_targets_start_at_the_onset(tmp_path):
+    sequences = [np.zeros((30, 2), dtype=np.float32)] * 3
+    bank = FeatureBank.load(write_features(tmp_path / "f", sequences, [0, 1, 1], onsets=[None, 1.0, None]))
+    indices = np.array([[0, 14, 15, 29]] * 3)  # 0, 0.93, 1.0, 1.93 s
+    targets, known = bank.spread_targets(np.arange(3), indices)
+    assert targets.tolist() == [[0, 0, 0, 0], [0, 0, 1, 1], [0, 0, 0, 0]]
+    assert known.tolist() == [True, True, False]
+
+
+def test_timeline_loss_teaches_when_the_seizure_spreads(tmp_path):
+    """Trained with --timeline-weight, the snippet logits of new videos cross over where TCS seizures spread and
+    stay FOS in FOS videos; with the paper's loss alone, the timeline says nothing of the spread."""
+    features, _, _ = spread_dataset(tmp_path / "train")
+    _, sequences, onsets = spread_dataset(tmp_path / "test", num_videos=10, seed=1)
+    errors = {}
+    for weight in (0.0, 1.0):
+        out = tmp_path / f"w{weight}"
+        train(tiny_args(features, out, folds=2, epochs=40, final_epochs=40, learning_rate=1e-2, timeline_weight=weight))
+        model = GesturesForVideoClassification.from_pretrained(out / "final").eval()
+        with torch.no_grad():
+            curves = [model(snippet_features=torch.from_numpy(x).float()[None]).snippet_logits[0].softmax(-1)[:, 1]
+                      for x in sequences]
+        spreads = [detect_spread(np.arange(len(curve)) / 15, curve.numpy()) for curve in curves]
+        assert all(spread is None for spread, onset in zip(spreads, onsets, strict=True) if onset is None)
+        errors[weight] = [abs(spread - onset) if spread is not None else math.inf
+                          for spread, onset in zip(spreads, onsets, strict=True) if onset is not None]
+    assert max(errors[1.0]) <= 0.2, errors  # within 3 snippets of every onset
+    assert min(errors[0.0]) > 0.5, errors
+
+
+def test_timeline_weight_needs_onsets_and_snippet_logits(tmp_path):
+    with pytest.raises(ValueError, match="stacked RNNs"):
+        tiny_args("f", tmp_path, timeline_weight=0.5, num_layers=2)
+    with pytest.raises(ValueError, match="none of the 12 TCS videos has an onset_bilateral"):
+        train(tiny_args(noisy_dataset(tmp_path / "f"), tmp_path / "out", timeline_weight=0.5))
 
 
 # Sampling -----------------------------------------------------------------------------------------------------------
@@ -245,9 +313,11 @@ def test_order_needs_a_recurrent_aggregator(tmp_path):
 
 
 def test_two_processes_match_one(tmp_path):
-    features = noisy_dataset(tmp_path / "f")
+    """With the timeline loss too: each process adds its videos' terms over the global batch's norm."""
+    features = noisy_dataset(tmp_path / "f", onsets=True)
     flags = ["--features", features, "--folds", "3", "--fold", "0", "--epochs", "3", "--batch-size", "8",
-             "--num-segments", "4", "--hidden-size", "4", "--aggregation", "lstm", "--no-final"]
+             "--num-segments", "4", "--hidden-size", "4", "--aggregation", "lstm", "--timeline-weight", "0.5",
+             "--no-final"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
@@ -256,7 +326,8 @@ def test_two_processes_match_one(tmp_path):
                           text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     train(TrainingArguments(features=features, output_dir=str(tmp_path / "one"), folds=3, fold=0, epochs=3,
-                            batch_size=8, num_segments=4, hidden_size=4, aggregation="lstm", no_final=True))
+                            batch_size=8, num_segments=4, hidden_size=4, aggregation="lstm", timeline_weight=0.5,
+                            no_final=True))
 
     records = [json.loads((tmp_path / "two" / "processes" / f"process-{rank}.json").read_text()) for rank in (0, 1)]
     assert [r["process_index"] for r in records] == [0, 1] and {r["num_processes"] for r in records} == {2}
