@@ -29,6 +29,7 @@ from .features import DATA_DIRNAME, LABEL_NAMES, SHARD_PREFIX, read_settings, sh
 
 CONFIG_FILE = "config.json"
 TRAINING_ARGS_FILE = "training_args.json"
+BEST_MODEL_METRIC_NAMES = {"f1": "F1", "balanced_accuracy": "balanced accuracy", "loss": "loss (the lowest)"}
 CV_METRICS_FILE = "cv_metrics.json"
 SYNTHETIC_MARKER = "SYNTHETIC"
 TEMPLATES = files("gestures_hub") / "card_templates"
@@ -321,6 +322,8 @@ def render_model_card(
         training_args_source=TRAINING_ARGS_FILE if artifacts.training_args else CV_METRICS_FILE,
         timeline_weight=training_args.get("timeline_weight", 0.0) if training_args else None,
         cv=cv_metrics,
+        best_model_metric=BEST_MODEL_METRIC_NAMES[(cv_metrics or {}).get("settings", {}).get("metric_for_best_model",
+                                                                                               "f1")],
         protocol=protocol_description(cv_metrics["protocol"]) if cv_metrics else None,
         metric_headers=list(TABLE_METRICS.values()),
         modes=_evaluation_modes(cv_metrics) if cv_metrics else [],

@@ -130,13 +130,21 @@ class VideoBank(LabelledVideos):
         """``pixel_values`` ``(len(videos), num_snippets, 3, T, H, W)`` of snippets ``indices`` (one row per video)."""
         return {"pixel_values": self.snippets(videos, indices)}
 
+    def dense_starts(self, video: int) -> np.ndarray:
+        """Start frames of the snippets of ``dense_inputs``: ``dense_stride`` frames apart."""
+        return np.arange(0, self.lengths[video], self.dense_stride)
+
+    def dense_times(self, video: int) -> np.ndarray:
+        """Start times (seconds) of the snippets of ``dense_inputs``."""
+        return self.dense_starts(video) / self.settings["fps"]
+
     @torch.no_grad()
     def dense_inputs(self, videos: np.ndarray, model: GesturesForVideoClassification) -> dict[str, torch.Tensor]:
         """Padded ``snippet_features`` and ``attention_mask`` of ``videos`` from all their snippets ``dense_stride``
         frames apart, encoded by ``model`` ``dense_batch`` snippets at a time."""
         sequences = []
         for video in videos:
-            starts = np.arange(0, self.lengths[video], self.dense_stride)
+            starts = self.dense_starts(video)
             sequences.append(torch.cat([
                 model.gestures.encode_snippets(self.snippets(np.asarray(video), chunk).to(model.device)).float()
                 for chunk in np.split(starts, range(self.dense_batch, len(starts), self.dense_batch))]))

@@ -70,6 +70,25 @@ def summarize(
     return {"mean": mean, "std": std, "pooled": classification_metrics(labels, tcs_probabilities)}
 
 
+def spread_metrics(labels: Sequence[int], onsets: Sequence[float | None],
+                   spread_times: Sequence[float | None]) -> dict[str, Any]:
+    """How well timelines show the bilateral spread. Of the TCS videos with a known onset (``num_tcs``): how many
+    timelines show a spread (``num_detected``) and the median and mean absolute error of its time in seconds (None
+    without any). Of the FOS videos (``num_fos``): how many timelines show one anyway (``num_false_spread``)."""
+    pairs = [(onset, spread) for label, onset, spread in zip(labels, onsets, spread_times, strict=True)
+             if label == 1 and onset is not None]
+    fos = [spread for label, spread in zip(labels, spread_times, strict=True) if label == 0]
+    errors = [abs(spread - onset) for onset, spread in pairs if spread is not None]
+    return {
+        "num_tcs": len(pairs),
+        "num_detected": len(errors),
+        "median_error_s": float(np.median(errors)) if errors else None,
+        "mean_error_s": float(np.mean(errors)) if errors else None,
+        "num_fos": len(fos),
+        "num_false_spread": sum(spread is not None for spread in fos),
+    }
+
+
 def format_value(mean: float | None, std: float | None = None, digits: int = 3) -> str:
     """``0.912 ± 0.050``, ``0.912`` without a spread, ``n/a`` when undefined."""
     if mean is None:
@@ -108,10 +127,20 @@ def metrics_markdown(report: Mapping[str, Any]) -> str:
     header = ["Fold", "Videos", "Best epoch"] + [
         f"{TITLES[m]} ({evaluation})" for evaluation in evaluations for m in ("accuracy", "f1")
     ]
+    timeline = report.get("timeline")
     fold_rows = [
         [fold["fold"], fold["num_val"], fold["best_epoch"]]
         + [format_value(fold[evaluation][m]) for evaluation in evaluations for m in ("accuracy", "f1")]
+        + ([format_value(fold["spread"]["median_error_s"], digits=2)] if timeline else [])
         for fold in report["folds"]
     ]
-    lines += [markdown_table(header, fold_rows), ""]
+    lines += [markdown_table(header + (["Spread error (s, median)"] if timeline else []), fold_rows), ""]
+    if timeline:
+        lines += [
+            f"Timeline (all snippets, pooled over folds): a spread was detected in {timeline['num_detected']} of the "
+            f"{timeline['num_tcs']} TCS videos with a known onset, {format_value(timeline['median_error_s'], digits=2)}"
+            f" s from it (median; mean {format_value(timeline['mean_error_s'], digits=2)} s), and in "
+            f"{timeline['num_false_spread']} of the {timeline['num_fos']} FOS videos.",
+            "",
+        ]
     return "\n".join(lines)

@@ -15,8 +15,8 @@
     predictions.csv               validation TCS probability of every video, middle and dense
     fold-<i>/log.csv              one row per epoch
     fold-<i>/checkpoint/          ``accelerator.save_state`` + ``trainer_state.json``, for ``--resume``
-    fold-<i>/best/                epoch with the best validation F1 (TCS positive): ``save_pretrained`` weights,
-                                  ``training_args.json`` and ``cv_metrics.json``
+    fold-<i>/best/                epoch with the best ``--metric-for-best-model`` (validation F1, TCS positive, by
+                                  default): ``save_pretrained`` weights, ``training_args.json`` and ``cv_metrics.json``
     fold-<i>/results.json         evaluation of ``best/`` with middle snippets and with all snippets (dense)
     final/                        model trained on all videos for the median best epoch of the folds (rounded up)
     processes/process-<r>.json    world size and a digest of the trained weights, written by every process
@@ -41,7 +41,9 @@ take ``pixel_values``.
 Timeline (``--timeline-weight``, default 0 as in the paper): a per-snippet cross-entropy on the ``snippet_logits`` of
 the sampled snippets, whose target is TCS from a TCS video's ``onset_bilateral`` on and FOS before it and in FOS
 videos; each video's mean term is weighted like its seizure loss (:func:`timeline_losses`). TCS videos without
-``onset_bilateral`` are left out of it.
+``onset_bilateral`` are left out of it. The validation loss includes it, and each fold's ``results.json`` (then
+``metrics.json["timeline"]``, ``metrics.md``, ``predictions.csv``) reports the spread each dense timeline shows
+(:func:`gestures_hub.metrics.spread_metrics`).
 
 Losses (``--loss``):
 
@@ -82,8 +84,9 @@ from .configuration_gestures import AGGREGATIONS, GesturesConfig
 from .extract import auto_precision
 from .features import LABEL_NAMES, UNKNOWN_LABEL, LabelledVideos, dataset_settings, load_features
 from .finetune import VideoBank, freeze_batch_norm
-from .metrics import classification_metrics, metrics_markdown, summarize
+from .metrics import classification_metrics, metrics_markdown, spread_metrics, summarize
 from .modeling_gestures import GesturesForVideoClassification
+from .predict import detect_spread
 from .presets import load_model
 from .sampling import draw_indices, min_vectors, pad_features, parse_gamma, segment_ranges
 from .splits import cross_validation_folds
@@ -96,6 +99,7 @@ PROTOCOLS = {
 }
 EVALUATIONS = ("middle", "dense")
 MIXED_PRECISIONS = ("no", "bf16", "fp16", "auto")
+BEST_MODEL_METRICS = ("f1", "balanced_accuracy", "loss")  # validation metrics; the lowest loss, the highest others
 TRAINER_STATE = "trainer_state.json"
 ARGS_FILE = "training_args.json"
 CV_METRICS_FILE = "cv_metrics.json"
@@ -134,12 +138,16 @@ class TrainingArguments:
                                                                 "damps the steps of parameters with tiny gradients"})
     scheduler: str = field(default="none", metadata={"choices": SCHEDULERS, "help": "learning-rate schedule per epoch"})
     patience: int | None = field(default=None, metadata={"help": "stop a fold after this many epochs without a "
-                                                                   "better validation F1; none: never"})
+                                                                   "better --metric-for-best-model; none: never"})
     loss: str = field(default="weighted", metadata={"choices": LOSSES})
     timeline_weight: float = field(default=0.0, metadata={"help": "weight of a per-snippet loss that teaches the "
                                                                   "timeline when the seizure spread (TCS from the "
                                                                   "videos' onset_bilateral on); 0: the paper's "
                                                                   "seizure-level loss only"})
+    metric_for_best_model: str = field(default="f1", metadata={
+        "choices": BEST_MODEL_METRICS, "help": "validation metric (middle snippets) that picks each fold's best epoch: "
+        "f1 (TCS positive) as in the paper, balanced_accuracy, or loss (with the timeline terms under "
+        "--timeline-weight); ties go to the earlier epoch"})
     seed: int = 0
     mixed_precision: str | None = field(default=None, metadata={
         "choices": MIXED_PRECISIONS, "help": "autocast precision; auto: bf16 on GPUs that compute it natively, fp16 on "
@@ -315,6 +323,10 @@ class FeatureBank(LabelledVideos):
         """Model inputs of ``videos`` from all their snippets, padded (``model`` is for banks of videos)."""
         return pad_features([self.sequence(video) for video in videos])
 
+    def dense_times(self, video: int) -> np.ndarray:
+        """Start times (seconds) of the snippets of ``dense_inputs``."""
+        return np.arange(self.lengths[video]) * self.settings["stride"] / self.settings["fps"]
+
 
 Bank = FeatureBank | VideoBank
 
@@ -385,7 +397,7 @@ def loss_weights(labels: np.ndarray, loss: str) -> torch.Tensor:
 def sample_losses(logits: torch.Tensor, labels: torch.Tensor, loss: str, weights: torch.Tensor) -> torch.Tensor:
     """Per-video loss terms, ``(..., batch)``; leading dimensions (if any) index models, as in ``weights``.
 
-    The mean loss of a batch is ``sample_losses(...).sum(-1) / loss_norms(...).sum(-1)`` (see :func:`batch_loss`).
+    The mean loss of a batch is ``sample_losses(...).sum(-1) / loss_norms(...).sum(-1)``.
     """
     if loss == "original":
         target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
@@ -412,9 +424,17 @@ def timeline_losses(snippet_logits: torch.Tensor, targets: torch.Tensor, known: 
     return torch.where(known, norms * terms.mean(-1), 0.0)
 
 
-def batch_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, weights: torch.Tensor) -> torch.Tensor:
-    """Mean loss of a batch of ``logits`` ``(..., batch, 2)``."""
-    return sample_losses(logits, labels, loss, weights).sum(-1) / loss_norms(labels, loss, weights).sum(-1)
+def loss_terms(run: Run, logits: torch.Tensor, snippet_logits: torch.Tensor | None, labels: torch.Tensor,
+               weights: torch.Tensor, videos: np.ndarray, indices: np.ndarray) -> torch.Tensor:
+    """Per-video terms of the training loss of ``videos`` from snippets ``indices``: the seizure loss, plus the
+    timeline terms under ``--timeline-weight``. Their sum over ``loss_norms`` is the mean loss."""
+    args = run.args
+    terms = sample_losses(logits.float(), labels, args.loss, weights)
+    if args.timeline_weight:
+        targets, known = (torch.as_tensor(a, device=logits.device) for a in run.bank.spread_targets(videos, indices))
+        terms = terms + args.timeline_weight * timeline_losses(snippet_logits.float(), targets, known,
+                                                               loss_norms(labels, args.loss, weights))
+    return terms
 
 
 # Training -------------------------------------------------------------------------------------------------------------
@@ -425,7 +445,7 @@ class TrainerState:
     """What a checkpoint adds to ``accelerator.save_state``: progress and the best epoch so far."""
 
     epoch: int = 0  # completed epochs
-    best_f1: float = -1.0
+    best_metric: float | None = None  # of --metric-for-best-model
     best_epoch: int | None = None
     epochs_without_improvement: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)
@@ -510,10 +530,11 @@ def parameter_groups(model: GesturesForVideoClassification, args: TrainingArgume
 
 @torch.no_grad()
 def predict_logits(run: Run, model: GesturesForVideoClassification, videos: np.ndarray,
-                   indices: np.ndarray | None = None) -> torch.Tensor:
-    """Logits of ``videos`` from snippets ``indices`` (one row per video), or from all snippets when ``None``.
+                   indices: np.ndarray | None = None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """Logits of ``videos`` from snippets ``indices`` (one row per video), or from all snippets when ``None``, and
+    each video's ``snippet_logits`` ``(snippets, 2)`` (None for stacked RNNs, which have none).
 
-    The videos are split across processes and the logits gathered, in the order of ``videos``.
+    The videos are split across processes and the results gathered, in the order of ``videos``.
     """
     accelerator, bank = run.accelerator, run.bank
     model.eval()
@@ -525,10 +546,17 @@ def predict_logits(run: Run, model: GesturesForVideoClassification, videos: np.n
             with accelerator.autocast():
                 inputs = (bank.model_inputs(videos[positions], indices[positions]) if indices is not None
                           else bank.dense_inputs(videos[positions], model))
-                logits = model(**to_device(inputs, accelerator.device)).logits
-            results += list(zip(positions, logits.float().cpu().tolist(), strict=True))
-    results = sorted(gather_object(results))
-    return torch.tensor([logits for _, logits in results])
+                outputs = model(**to_device(inputs, accelerator.device))
+            snippets = [None] * len(positions)
+            if outputs.snippet_logits is not None:
+                masks = inputs.get("attention_mask", torch.ones(outputs.snippet_logits.shape[:2])).bool()
+                snippets = [logits[mask].tolist() for logits, mask in zip(outputs.snippet_logits.float().cpu(), masks,
+                                                                            strict=True)]
+            results += list(zip(positions, outputs.logits.float().cpu().tolist(), snippets, strict=True))
+    results = sorted(gather_object(results), key=lambda result: result[0])
+    snippet_logits = [logits for _, _, logits in results]
+    return (torch.tensor([logits for _, logits, _ in results]),
+            None if None in snippet_logits else [torch.tensor(logits) for logits in snippet_logits])
 
 
 def to_device(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -566,12 +594,7 @@ def train_epoch(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimiz
             with accelerator.no_sync(model) if number < len(micro_batches) else contextlib.nullcontext():
                 videos, indices = batch[micro], draws[batch[micro]]
                 outputs = model(**to_device(bank.model_inputs(videos, indices), accelerator.device))
-                terms = sample_losses(outputs.logits.float(), labels[micro], args.loss, weights)
-                if args.timeline_weight:
-                    targets, known = (torch.as_tensor(a, device=accelerator.device)
-                                      for a in bank.spread_targets(videos, indices))
-                    terms = terms + args.timeline_weight * timeline_losses(
-                        outputs.snippet_logits.float(), targets, known, loss_norms(labels[micro], args.loss, weights))
+                terms = loss_terms(run, outputs.logits, outputs.snippet_logits, labels[micro], weights, videos, indices)
                 loss = share * terms.sum() / norm
                 accelerator.backward(loss * world)
             loss_sum += loss.detach() * norm
@@ -581,12 +604,17 @@ def train_epoch(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     return float(accelerator.reduce(loss_sum, "sum")) / norm_sum
 
 
-def evaluate(run: Run, model: GesturesForVideoClassification, videos: np.ndarray, dense: bool) -> dict[str, Any]:
-    """TCS probabilities of ``videos`` with middle snippets, and with all snippets when ``dense``."""
-    probabilities = {"middle": tcs_probabilities(predict_logits(run, model, videos, run.middle[videos]))}
-    if dense:
-        probabilities["dense"] = tcs_probabilities(predict_logits(run, model, videos))
-    return probabilities
+def evaluate(run: Run, model: GesturesForVideoClassification, videos: np.ndarray) -> tuple[dict[str, np.ndarray],
+                                                                                          list[float | None] | None]:
+    """TCS probabilities of ``videos`` with middle snippets and with all snippets; with ``--timeline-weight``, also
+    the spread time each video's timeline shows (:func:`gestures_hub.predict.detect_spread`; None: no spread)."""
+    probabilities = {"middle": tcs_probabilities(predict_logits(run, model, videos, run.middle[videos])[0])}
+    logits, snippet_logits = predict_logits(run, model, videos)
+    probabilities["dense"] = tcs_probabilities(logits)
+    if not run.args.timeline_weight or snippet_logits is None:
+        return probabilities, None
+    return probabilities, [detect_spread(run.bank.dense_times(video), tcs_probabilities(timeline))
+                           for video, timeline in zip(videos, snippet_logits, strict=True)]
 
 
 def find_checkpoint(run_dir: Path) -> Path | None:
@@ -626,11 +654,14 @@ def export(run: Run, model: GesturesForVideoClassification, directory: Path) -> 
 
 def validate(run: Run, model: GesturesForVideoClassification, videos: np.ndarray,
              weights: torch.Tensor) -> dict[str, float]:
-    """Validation loss and metrics with middle snippets: the ``val_*`` columns of the log."""
-    logits = predict_logits(run, model, videos, run.middle[videos])
+    """Validation loss (the training loss: with the timeline terms under ``--timeline-weight``) and metrics with
+    middle snippets: the ``val_*`` columns of the log."""
+    logits, snippet_logits = predict_logits(run, model, videos, run.middle[videos])
     labels = torch.as_tensor(run.bank.labels[videos])
     scores = classification_metrics(labels.numpy(), tcs_probabilities(logits))
-    return {"val_loss": float(batch_loss(logits, labels, run.args.loss, weights)),
+    terms = loss_terms(run, logits, snippet_logits and torch.stack(snippet_logits), labels, weights, videos,
+                       run.middle[videos])
+    return {"val_loss": float(terms.sum() / loss_norms(labels, run.args.loss, weights).sum()),
             **{f"val_{name}": value for name, value in scores.items() if name != "confusion_matrix"}}
 
 
@@ -680,8 +711,10 @@ def fit(run: Run, run_dir: Path, train_videos: np.ndarray, val_videos: np.ndarra
         if val_videos is not None:
             row |= validate(run, accelerator.unwrap_model(model), val_videos, weights)
             state.epochs_without_improvement += 1
-            if row["val_f1"] > state.best_f1:
-                state.best_f1, state.best_epoch, state.epochs_without_improvement = row["val_f1"], state.epoch, 0
+            value = row[f"val_{args.metric_for_best_model}"]
+            if state.best_metric is None or (value < state.best_metric if args.metric_for_best_model == "loss"
+                                             else value > state.best_metric):
+                state.best_metric, state.best_epoch, state.epochs_without_improvement = value, state.epoch, 0
                 export(run, accelerator.unwrap_model(model), export_dir)
         state.log.append(row | {"seconds": round(time.perf_counter() - started, 4)})
         last = state.epoch == stop or state.epochs_without_improvement >= patience
@@ -690,7 +723,7 @@ def fit(run: Run, run_dir: Path, train_videos: np.ndarray, val_videos: np.ndarra
             write_log(run, run_dir, state)
         bar.update()
         bar.set_postfix({name: f"{row[key]:.3f}" for name, key in (("loss", "train_loss"), ("f1", "val_f1"))
-                         if key in row} | ({"best": f"{state.best_f1:.3f}"} if val_videos is not None else {}))
+                         if key in row} | ({"best": f"{state.best_metric:.3f}"} if val_videos is not None else {}))
     bar.close()
     finished = state.epoch >= epochs or state.epochs_without_improvement >= patience
     model = accelerator.unwrap_model(model)
@@ -721,7 +754,7 @@ def train_fold(run: Run, fold: int, train_videos: np.ndarray, val_videos: np.nda
     if not finished:
         return None, digest
     best = GesturesForVideoClassification.from_pretrained(run_dir / "best").to(run.accelerator.device)
-    probabilities = evaluate(run, best, val_videos, dense=True)
+    probabilities, spreads = evaluate(run, best, val_videos)
     labels = run.bank.labels[val_videos]
     results = {
         "fold": fold, "num_val": len(val_videos), "best_epoch": state.best_epoch,
@@ -730,6 +763,11 @@ def train_fold(run: Run, fold: int, train_videos: np.ndarray, val_videos: np.nda
         "probabilities": {name: values.tolist() for name, values in probabilities.items()},
         "weights_sha256": digest,
     }
+    if spreads is not None:
+        onsets = run.bank.table["onset_bilateral"].to_numpy(dtype=float, na_value=np.nan)[val_videos]
+        results["onsets"] = [None if np.isnan(onset) else float(onset) for onset in onsets]
+        results["spread_times"] = spreads
+        results["spread"] = spread_metrics(labels, results["onsets"], spreads)
     run.write_json(results_path, results)
     return results, digest
 
@@ -737,7 +775,9 @@ def train_fold(run: Run, fold: int, train_videos: np.ndarray, val_videos: np.nda
 def cross_validation_report(run: Run, results: list[dict[str, Any]]) -> dict[str, Any]:
     """The ``metrics.json`` report of the finished folds."""
     args, table = run.args, run.bank.table
-    folds = [{key: fold[key] for key in ("fold", "num_val", "best_epoch", *EVALUATIONS)} for fold in results]
+    timeline = all("spread" in fold for fold in results)
+    folds = [{key: fold[key] for key in ("fold", "num_val", "best_epoch", *EVALUATIONS, *(("spread",) * timeline))}
+             for fold in results]
     labels = np.concatenate([fold["labels"] for fold in results])
     summary = {
         name: summarize([fold[name] for fold in results], labels,
@@ -752,6 +792,8 @@ def cross_validation_report(run: Run, results: list[dict[str, Any]]) -> dict[str
         "settings": args.to_dict(),
         "folds": folds,
         "summary": summary,
+        **({"timeline": spread_metrics(labels, *([value for fold in results for value in fold[key]]
+                                                 for key in ("onsets", "spread_times")))} if timeline else {}),
     }
 
 
@@ -761,10 +803,13 @@ def write_report(run: Run, report: dict[str, Any], results: list[dict[str, Any]]
     run.write_json(run.output_dir / "metrics.json", report)
     (run.output_dir / "metrics.md").write_text(metrics_markdown(report))
     rows = [{"fold": fold["fold"], "video": video, "label": label,
-             **{f"tcs_probability_{name}": fold["probabilities"][name][i] for name in EVALUATIONS}}
+             **{f"tcs_probability_{name}": fold["probabilities"][name][i] for name in EVALUATIONS},
+             **({"onset_bilateral": fold["onsets"][i], "spread_time": fold["spread_times"][i]} if "spread" in fold
+                else {})}
             for fold in results for i, (video, label) in enumerate(zip(fold["videos"], fold["labels"], strict=True))]
     pd.DataFrame(rows).to_csv(run.output_dir / "predictions.csv", index=False)
-    exports = [run.output_dir / f"fold-{fold['fold']}" / "best" for fold in results] + [run.output_dir / "final"]
+    exports = [run.output_dir / f"fold-{fold['fold']}" / "best" for fold in results] + [
+        run.output_dir / name for name in ("final", "final-video")]
     for directory in exports:
         if directory.is_dir():
             run.write_json(directory / CV_METRICS_FILE, report)

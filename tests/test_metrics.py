@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from gestures_hub.metrics import METRICS, classification_metrics, format_value, metrics_markdown, summarize
+from gestures_hub.metrics import (
+    METRICS,
+    classification_metrics,
+    format_value,
+    metrics_markdown,
+    spread_metrics,
+    summarize,
+)
 
 # 6 videos: TCS = 1. Predictions (p > 0.5): 1 1 0 | 0 0 1 -> tp 2, fn 1, tn 2, fp 1.
 LABELS = [1, 1, 1, 0, 0, 0]
@@ -69,3 +76,26 @@ def test_markdown():
     assert "| middle snippets, pooled | 0.667 | 0.667 | 0.667 | 0.667 | 0.667 | 0.667 |" in text
     assert "| 0 | 6 | 3 | 0.667 | 0.667 | 0.667 | 0.667 |" in text
     assert "(synthetic data)" in text
+
+
+def test_spread_metrics_and_their_markdown():
+    labels = [1, 1, 1, 1, 0, 0, 0]
+    onsets = [2.0, 5.0, 1.0, None, None, None, None]  # the fourth TCS video has no known onset
+    spreads = [2.5, 4.0, None, 9.0, None, 3.0, None]
+    timeline = spread_metrics(labels, onsets, spreads)
+    assert timeline == {"num_tcs": 3, "num_detected": 2, "median_error_s": 0.75, "mean_error_s": 0.75, "num_fos": 3,
+                        "num_false_spread": 1}
+    assert spread_metrics([0], [None], [None])["median_error_s"] is None
+    fold = {"fold": 0, "num_val": 7, "best_epoch": 3, "middle": classification_metrics(labels, [0.9] * 7),
+            "dense": classification_metrics(labels, [0.9] * 7), "spread": timeline}
+    report = {
+        "protocol": {"group_by": "patient", "folds": 1, "seed": 0, "description": "patient-grouped 1-fold test"},
+        "dataset": {"path": "x", "num_videos": 7, "num_patients": 7},
+        "folds": [fold],
+        "summary": {name: summarize([fold[name]], labels, [0.9] * 7) for name in ("middle", "dense")},
+        "timeline": timeline,
+    }
+    text = metrics_markdown(report)
+    assert "| Spread error (s, median) |" in text and "| 0 | 7 | 3 | 0.571 | 0.727 | 0.571 | 0.727 | 0.75 |" in text
+    assert ("a spread was detected in 2 of the 3 TCS videos with a known onset, 0.75 s from it (median; mean 0.75 s), "
+            "and in 1 of the 3 FOS videos.") in text

@@ -3,6 +3,7 @@
 import csv
 import json
 
+from gestures_hub.cards import render_model_card
 from gestures_hub.cli import main
 from gestures_hub.predict import DEMO_NOTICE
 
@@ -29,6 +30,15 @@ def test_quickstart_runs_end_to_end(tmp_path, capsys):
     label, onset = truth["label"], truth["onset_bilateral"]
     assert f"ground truth (synthetic): {label}{f', spread at {float(onset):.1f} s' if onset else ''}" in printed
     args = json.loads((out / "training" / "training_args.json").read_text())
-    assert (args["timeline_weight"], args["final_epochs"]) == (0.5, 2)  # the final model learns the timeline
+    assert (args["timeline_weight"], args["metric_for_best_model"]) == (0.5, "loss")
+    metrics = json.loads((out / "training" / "metrics.json").read_text())
+    assert metrics["timeline"]["num_tcs"] + metrics["timeline"]["num_fos"] == metrics["dataset"]["num_videos"]
+    assert "Spread error (s, median)" in (out / "training" / "metrics.md").read_text()
+    assert json.loads((model_dir / "cv_metrics.json").read_text()) == metrics  # ready for `gestures push`
+    card = render_model_card(model_dir, repo_id="org/gestures-quickstart-synthetic").text
+    assert "the checkpoint with the best validation loss (the lowest) is kept" in card
+    assert f"**Timeline** (all snippets, pooled over folds): a bilateral spread was detected in " \
+           f"{metrics['timeline']['num_detected']} of\nthe {metrics['timeline']['num_tcs']} TCS videos" in card
+    assert "They were trained to show when a TCS seizure becomes bilateral" in card
     for line in ("cohort", "features", "metrics", "model", "timeline", "plot"):
         assert f"  {line}" in printed

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from safetensors.torch import load_file
 from transformers import AutoModelForVideoClassification
 
@@ -24,12 +26,14 @@ from gestures_hub.predict import detect_spread
 from gestures_hub.sampling import segment_indices, segment_ranges
 from gestures_hub.train import (
     FeatureBank,
+    Run,
     SegmentSampler,
     TrainingArguments,
     attach_encoder,
-    batch_loss,
     epoch_draws,
+    loss_norms,
     loss_weights,
+    sample_losses,
     train,
 )
 
@@ -106,6 +110,11 @@ def tiny_args(features, output_dir, **overrides):
 # Losses -------------------------------------------------------------------------------------------------------------
 
 
+def batch_loss(logits, labels, loss, weights):
+    """The mean loss of a batch, as training and validation take it."""
+    return sample_losses(logits, labels, loss, weights).sum(-1) / loss_norms(labels, loss, weights).sum(-1)
+
+
 def test_original_loss_is_the_paper_formula():
     torch.manual_seed(0)
     logits, labels = torch.randn(10, 2), torch.tensor([1, 0, 0, 1, 0, 0, 0, 1, 0, 0])
@@ -170,7 +179,18 @@ def test_timeline_loss_teaches_when_the_seizure_spreads(tmp_path):
     errors = {}
     for weight in (0.0, 1.0):
         out = tmp_path / f"w{weight}"
-        train(tiny_args(features, out, folds=2, epochs=40, final_epochs=40, learning_rate=1e-2, timeline_weight=weight))
+        metrics = train(tiny_args(features, out, folds=2, epochs=40, final_epochs=40, learning_rate=1e-2,
+                                  timeline_weight=weight, metric_for_best_model="loss"))
+        if weight:  # cross-validation evaluates the timelines of the folds' best models too
+            timeline = metrics["timeline"]
+            assert timeline["num_detected"] == timeline["num_tcs"] == 20 and timeline["num_false_spread"] == 0
+            assert timeline["median_error_s"] <= 0.2 and all("spread" in fold for fold in metrics["folds"])
+            predictions = pd.read_csv(out / "predictions.csv")
+            tcs = predictions[predictions["label"] == 1]
+            cv_errors = (tcs["spread_time"] - tcs["onset_bilateral"]).abs()
+            assert cv_errors.median() == pytest.approx(timeline["median_error_s"])
+        else:
+            assert "timeline" not in metrics
         model = GesturesForVideoClassification.from_pretrained(out / "final").eval()
         with torch.no_grad():
             curves = [model(snippet_features=torch.from_numpy(x).float()[None]).snippet_logits[0].softmax(-1)[:, 1]
@@ -181,6 +201,38 @@ def test_timeline_loss_teaches_when_the_seizure_spreads(tmp_path):
                           for spread, onset in zip(spreads, onsets, strict=True) if onset is not None]
     assert max(errors[1.0]) <= 0.2, errors  # within 3 snippets of every onset
     assert min(errors[0.0]) > 0.5, errors
+
+
+def test_validation_loss_adds_the_timeline_terms(tmp_path):
+    features, _, _ = spread_dataset(tmp_path / "f", num_videos=8)
+    bank, videos = FeatureBank.load(features), np.arange(8)
+    sampler, weights = SegmentSampler(bank, 4), loss_weights(bank.labels, "weighted")
+    torch.manual_seed(0)
+    model = train_module.new_model(bank, tiny_args(features, tmp_path), weights)
+    losses = {}
+    for weight in (0.0, 0.5):
+        run = Run(tiny_args(features, tmp_path, timeline_weight=weight), Accelerator(cpu=True), bank, sampler,
+                  sampler.draw("middle"), tmp_path)
+        losses[weight] = train_module.validate(run, model, videos, weights)["val_loss"]
+    with torch.no_grad():
+        snippet_logits = model(snippet_features=bank.gather(videos, run.middle)).snippet_logits
+    targets, _ = bank.spread_targets(videos, run.middle)
+    assert 0 < targets.sum() < targets.size
+    norms = loss_norms(torch.as_tensor(bank.labels), "weighted", weights)
+    terms = F.cross_entropy(snippet_logits.flatten(0, 1), torch.as_tensor(targets).flatten(), reduction="none")
+    timeline = float((norms * terms.view(8, 4).mean(-1)).sum() / norms.sum())
+    assert losses[0.5] - losses[0.0] == pytest.approx(0.5 * timeline, rel=1e-4)
+
+
+@pytest.mark.parametrize("metric", ["f1", "loss"])
+def test_metric_for_best_model_picks_the_best_epoch(tmp_path, metric):
+    train(tiny_args(noisy_dataset(tmp_path / "f"), tmp_path / "out", fold=0, epochs=8, no_final=True,
+                    metric_for_best_model=metric))
+    log = pd.read_csv(tmp_path / "out" / "fold-0" / "log.csv")
+    best_epoch = json.loads((tmp_path / "out" / "fold-0" / "results.json").read_text())["best_epoch"]
+    first_best = {"f1": int(np.argmax(log["val_f1"])), "loss": int(np.argmin(log["val_loss"]))}  # ties: the first
+    assert first_best["f1"] != first_best["loss"]  # so the test tells the two apart
+    assert best_epoch == first_best[metric] + 1
 
 
 def test_timeline_weight_needs_onsets_and_snippet_logits(tmp_path):
