@@ -302,14 +302,22 @@ class LabelledVideos:
     def labels(self) -> np.ndarray:
         return self.table["label"].to_numpy(copy=True)
 
+    @property
+    def onsets(self) -> np.ndarray:
+        """``onset_bilateral`` of each video in seconds, NaN where unknown (and in FOS videos)."""
+        return self.table["onset_bilateral"].to_numpy(dtype=float, na_value=np.nan)
+
+    def snippet_times(self, indices: np.ndarray) -> np.ndarray:
+        """Start times (seconds) of snippets ``indices``."""
+        return np.asarray(indices) * self.settings["stride"] / self.settings["fps"]
+
     def spread_targets(self, videos: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Timeline targets of snippets ``indices`` (one row per video) of ``videos``: 1 (TCS) for the snippets of a
         TCS video that start at or after its ``onset_bilateral``, 0 before it and throughout FOS videos; and whether
         each video's targets are known (not for a TCS video without ``onset_bilateral``)."""
-        onsets = self.table["onset_bilateral"].to_numpy(dtype=float, na_value=np.nan)[videos]
+        onsets = self.onsets[videos]
         tcs = self.labels[videos] == LABEL_NAMES.index("TCS")
-        starts = np.asarray(indices) * self.settings["stride"] / self.settings["fps"]
-        targets = (starts >= np.where(tcs, onsets, np.inf)[:, None]).astype(np.int64)
+        targets = (self.snippet_times(indices) >= np.where(tcs, onsets, np.inf)[:, None]).astype(np.int64)
         return targets, ~tcs | ~np.isnan(onsets)
 
 

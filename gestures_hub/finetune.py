@@ -136,7 +136,7 @@ class VideoBank(LabelledVideos):
 
     def dense_times(self, video: int) -> np.ndarray:
         """Start times (seconds) of the snippets of ``dense_inputs``."""
-        return self.dense_starts(video) / self.settings["fps"]
+        return self.snippet_times(self.dense_starts(video))
 
     @torch.no_grad()
     def dense_inputs(self, videos: np.ndarray, model: GesturesForVideoClassification) -> dict[str, torch.Tensor]:

@@ -325,7 +325,7 @@ class FeatureBank(LabelledVideos):
 
     def dense_times(self, video: int) -> np.ndarray:
         """Start times (seconds) of the snippets of ``dense_inputs``."""
-        return np.arange(self.lengths[video]) * self.settings["stride"] / self.settings["fps"]
+        return self.snippet_times(np.arange(self.lengths[video]))
 
 
 Bank = FeatureBank | VideoBank
@@ -532,7 +532,7 @@ def parameter_groups(model: GesturesForVideoClassification, args: TrainingArgume
 def predict_logits(run: Run, model: GesturesForVideoClassification, videos: np.ndarray,
                    indices: np.ndarray | None = None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     """Logits of ``videos`` from snippets ``indices`` (one row per video), or from all snippets when ``None``, and
-    each video's ``snippet_logits`` ``(snippets, 2)`` (None for stacked RNNs, which have none).
+    with ``--timeline-weight`` each video's ``snippet_logits`` ``(snippets, 2)`` (else None).
 
     The videos are split across processes and the results gathered, in the order of ``videos``.
     """
@@ -548,7 +548,7 @@ def predict_logits(run: Run, model: GesturesForVideoClassification, videos: np.n
                           else bank.dense_inputs(videos[positions], model))
                 outputs = model(**to_device(inputs, accelerator.device))
             snippets = [None] * len(positions)
-            if outputs.snippet_logits is not None:
+            if run.args.timeline_weight:
                 masks = inputs.get("attention_mask", torch.ones(outputs.snippet_logits.shape[:2])).bool()
                 snippets = [logits[mask].tolist() for logits, mask in zip(outputs.snippet_logits.float().cpu(), masks,
                                                                             strict=True)]
@@ -611,7 +611,7 @@ def evaluate(run: Run, model: GesturesForVideoClassification, videos: np.ndarray
     probabilities = {"middle": tcs_probabilities(predict_logits(run, model, videos, run.middle[videos])[0])}
     logits, snippet_logits = predict_logits(run, model, videos)
     probabilities["dense"] = tcs_probabilities(logits)
-    if not run.args.timeline_weight or snippet_logits is None:
+    if snippet_logits is None:
         return probabilities, None
     return probabilities, [detect_spread(run.bank.dense_times(video), tcs_probabilities(timeline))
                            for video, timeline in zip(videos, snippet_logits, strict=True)]
@@ -764,8 +764,7 @@ def train_fold(run: Run, fold: int, train_videos: np.ndarray, val_videos: np.nda
         "weights_sha256": digest,
     }
     if spreads is not None:
-        onsets = run.bank.table["onset_bilateral"].to_numpy(dtype=float, na_value=np.nan)[val_videos]
-        results["onsets"] = [None if np.isnan(onset) else float(onset) for onset in onsets]
+        results["onsets"] = [None if np.isnan(onset) else float(onset) for onset in run.bank.onsets[val_videos]]
         results["spread_times"] = spreads
         results["spread"] = spread_metrics(labels, results["onsets"], spreads)
     run.write_json(results_path, results)
@@ -863,7 +862,7 @@ def check_onsets(bank: Bank, verbose: bool) -> None:
     """``--timeline-weight`` learns from the ``onset_bilateral`` of TCS videos: fail if none has one, and say (when
     ``verbose``) which videos' snippets the timeline loss leaves out."""
     tcs = bank.labels == LABEL_NAMES.index("TCS")
-    missing = bank.table.loc[tcs & bank.table["onset_bilateral"].isna().to_numpy(), "video"].tolist()
+    missing = bank.table.loc[tcs & np.isnan(bank.onsets), "video"].tolist()
     if len(missing) == tcs.sum():
         raise ValueError(f"--timeline-weight learns when TCS seizures spread, but none of the {len(missing)} TCS "
                          "videos has an onset_bilateral: add that column (seconds) to the manifest and extract again, "
