@@ -29,12 +29,12 @@ TRAINING_SEED = 1000  # scripts/train_demo_model.py
 
 def cohort_results(folder: Path, patients: int, seed: int, size: tuple[int, int]) -> dict[str, float]:
     manifest = generate_cohort(folder, patients, seed, size=size)
-    model, description, demo = load_predictor()
+    model, description = load_predictor()
     correct, errors = [], []
     with manifest.open(newline="") as file:
         rows = list(csv.DictReader(file))
     for row in rows:
-        prediction = predict_video(model, manifest.parent / row["video"], description=description, demo=demo)
+        prediction = predict_video(model, manifest.parent / row["video"], description=description)
         correct.append(prediction.label == row["label"])
         if row["label"] == "TCS":
             spread = prediction.spread_time

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from gestures_hub.extract import Runtime, SnippetEncoder, choose_runtime
+from gestures_hub.model.video_reader import iter_snippets, probe_video
 from gestures_hub.presets import load_model
-from gestures_hub.video import iter_snippets, probe_video, write_test_video
+from gestures_hub.sample_videos import write_test_video
 
 
 def concatenate(source: Path, copies: int, target: Path) -> Path:

@@ -7,8 +7,9 @@ the weights or the shards:
 - model folder: ``config.json`` (required), ``training_args.json`` and ``cv_metrics.json`` (written by training);
 - features folder: the settings sidecar and the Parquet shards of :mod:`gestures_hub.features`.
 
-A model or dataset is *synthetic* when ``cv_metrics.json`` says ``dataset.synthetic``, ``training_args.json`` or
-``config.json`` (or the features settings) carry ``"synthetic": true``, or the folder holds a ``SYNTHETIC`` file.
+A model is *synthetic* when its ``config.json`` says ``trained_on_synthetic_data`` (or ``cv_metrics.json`` says
+``dataset.synthetic``); a features dataset when its settings carry ``"synthetic": true`` or its folder holds a
+``SYNTHETIC`` file.
 """
 
 from __future__ import annotations
@@ -127,12 +128,8 @@ def read_model_artifacts(model_dir: str | Path) -> ModelArtifacts:
     cv_metrics = _optional_json(model_dir / CV_METRICS_FILE)
     if cv_metrics is not None:
         _check_cv_metrics(cv_metrics, model_dir / CV_METRICS_FILE)
-    synthetic = (
-        bool((cv_metrics or {}).get("dataset", {}).get("synthetic"))
-        or bool((training_args or {}).get("synthetic"))
-        or bool(config.get("synthetic"))
-        or (model_dir / SYNTHETIC_MARKER).exists()
-    )
+    synthetic = bool(config.get("trained_on_synthetic_data")) or bool(
+        (cv_metrics or {}).get("dataset", {}).get("synthetic"))
     return ModelArtifacts(config, training_args, cv_metrics, synthetic)
 
 

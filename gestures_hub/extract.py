@@ -1,7 +1,8 @@
 """``gestures extract``: videos listed in a manifest become a features dataset, one row per video.
 
-Each video is streamed once (:mod:`gestures_hub.video`): decoding runs in a background thread a few batches
-ahead of the encoder, so memory stays flat whatever the video's length. Rows are written shard by shard,
+Each video is streamed once by the model's video processor (:mod:`gestures_hub.model.video_processing_gestures`):
+decoding runs in a background thread a few batches ahead of the encoder, so memory stays flat whatever the video's
+length. Rows are written shard by shard,
 atomically; a rerun skips the videos already written, and under ``accelerate launch`` the videos are split
 across processes. A video that cannot be used is reported (``failures.csv`` and the summary) and never stops
 the others.
@@ -22,9 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .features import LABEL_NAMES, FeatureSettings, FeatureShardWriter, atomic_write
-from .modeling_gestures import GesturesForVideoClassification
+from .model import GesturesForVideoClassification, GesturesVideoProcessor
+from .model.video_reader import VideoError
 from .presets import load_model
-from .video import VideoError, iter_snippets
 
 REQUIRED_COLUMNS = ("video", "patient", "seizure", "label")
 OPTIONAL_COLUMNS = ("view", "onset_bilateral", "synthetic")
@@ -154,6 +155,7 @@ class SnippetEncoder:
 
     def __init__(self, model: GesturesForVideoClassification, runtime: Runtime) -> None:
         self.config = model.config
+        self.processor = GesturesVideoProcessor(model.config)
         self.runtime = runtime
         self.model = model.gestures.to(runtime.device).eval()
         if runtime.channels_last:
@@ -169,19 +171,10 @@ class SnippetEncoder:
         return features.float().cpu()
 
     def video(self, path: str | Path, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Features ``(n_snippets, feature_dim)`` and start times (s) of one whole video."""
-        config = self.config
+        """Features ``(n_snippets, feature_dim)`` and start times (s) of one whole video, read by the model's video
+        processor."""
         features, starts = [], []
-        for batch in iter_snippets(
-            path,
-            fps=config.fps,
-            frames_per_snippet=config.frames_per_snippet,
-            stride=stride,
-            size=config.image_size,
-            mean=config.image_mean,
-            std=config.image_std,
-            batch_size=self.runtime.batch_size,
-        ):
+        for batch in self.processor.stream(path, stride=stride, batch_size=self.runtime.batch_size):
             features.append(self(batch.pixel_values))
             starts.append(batch.start_times)
         return torch.cat(features).numpy(), torch.cat(starts).numpy().astype(np.float32)

@@ -1,9 +1,10 @@
 """Video snippets for end-to-end training (``gestures train --train-encoder``).
 
-Each video of the manifest is decoded once (:func:`gestures_hub.video.iter_frames`, at the encoder's frame rate and
-image size) into a uint8 ``(frames, size, size, 3)`` array in a frame cache folder, keyed by the file (path, size,
-modification time) and the decoding settings; later runs memory-map it. :class:`VideoBank` then serves snippets to
-training like :class:`gestures_hub.train.FeatureBank` serves features: one snippet per start frame (stride 1).
+Each video of the manifest is decoded once (:func:`gestures_hub.model.video_reader.iter_frames`, at the encoder's
+frame rate and image size) into a uint8 ``(frames, size, size, 3)`` array in a frame cache folder, keyed by the file
+(path, size, modification time) and the decoding settings; later runs memory-map it. :class:`VideoBank` then serves
+snippets to training like :class:`gestures_hub.train.FeatureBank` serves features: one snippet per start frame
+(stride 1).
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from accelerate.utils import gather_object
 from torch import nn
 from tqdm.auto import tqdm
 
-from .configuration_gestures import GesturesConfig
 from .extract import FAILURES_FILENAME, ManifestRow, read_manifest, write_failures
 from .features import LABEL_NAMES, LabelledVideos, atomic_write
-from .modeling_gestures import GesturesForVideoClassification
+from .model.configuration_gestures import GesturesConfig
+from .model.modeling_gestures import GesturesForVideoClassification
+from .model.video_reader import iter_frames, normalisation
 from .sampling import pad_features
-from .video import iter_frames, normalisation
 
 
 def frame_cache_path(path: Path, config: GesturesConfig, folder: Path) -> Path:
@@ -117,7 +118,7 @@ class VideoBank(LabelledVideos):
 
     def snippets(self, videos: np.ndarray, indices: np.ndarray) -> torch.Tensor:
         """Normalised snippets starting at frames ``indices[..., s]`` of videos ``videos[...]``:
-        ``(*indices.shape, 3, T, H, W)`` float32, as :func:`gestures_hub.video.iter_snippets` makes them."""
+        ``(*indices.shape, 3, T, H, W)`` float32, as the video processor makes them."""
         length, config = self.settings["frames_per_snippet"], self.encoder.config
         owners = np.broadcast_to(np.asarray(videos)[..., None], indices.shape)
         clips = np.stack([self.frames[video][start:start + length]

@@ -3,9 +3,9 @@
 One commit per push (``HfApi.create_commit``) with an explicit list of files, so nothing else in the folder leaks
 (checkpoints, optimizer states, caches, notes):
 
-- model: ``README.md`` (the card), ``config.json``, the safetensors weights, the remote code named by
-  ``config.auto_map`` and the modules it imports, ``training_args.json``, ``cv_metrics.json`` and a
-  ``SYNTHETIC`` marker when present;
+- model: ``README.md`` (the card), ``config.json``, ``video_preprocessor_config.json``, the safetensors weights,
+  the remote code (the Hub unit, :mod:`gestures_hub.model`: the folder's own copy when ``save_pretrained`` wrote one,
+  else the package's, as for the embedded demo model), ``training_args.json`` and ``cv_metrics.json`` when present;
 - dataset: ``README.md`` (with the ``configs`` the dataset viewer reads), the settings sidecar and the shards.
 
 Remote files of the same kind that this push does not carry (weights, shards) are deleted in the same commit, so
@@ -39,10 +39,12 @@ from .cards import (
     render_model_card,
 )
 from .features import SETTINGS_FILENAME, read_settings, shard_paths
+from .model import UNIT_DIR
 
 SYNTHETIC_NAME_WORDS = ("synthetic", "demo")
 WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json")
-OPTIONAL_MODEL_FILES = (TRAINING_ARGS_FILE, CV_METRICS_FILE, SYNTHETIC_MARKER, "model.safetensors.index.json")
+PROCESSOR_FILE = "video_preprocessor_config.json"
+OPTIONAL_MODEL_FILES = (TRAINING_ARGS_FILE, CV_METRICS_FILE, "model.safetensors.index.json")
 
 Uploads = dict[str, Path | bytes]  # path in the repo -> local file or content
 
@@ -68,7 +70,8 @@ def check_synthetic_name(repo_id: str, synthetic: bool) -> None:
 
 
 def remote_code_files(model_dir: Path, config: dict) -> list[Path]:
-    """The Python files ``config.auto_map`` points to, and the local modules they import."""
+    """The Python files ``config.auto_map`` points to and the local modules they import: the folder's own when it
+    holds them all, else the package's Hub unit (a folder that carries only weights, config and card)."""
     auto_map = config.get("auto_map")
     if not auto_map:
         raise ValueError(
@@ -76,9 +79,10 @@ def remote_code_files(model_dir: Path, config: dict) -> list[Path]:
             "save_pretrained so that its code is written next to the weights (trust_remote_code)"
         )
     modules = {reference.split("--")[-1].rsplit(".", 1)[0] for reference in auto_map.values()}
+    folder = model_dir if all((model_dir / f"{module}.py").is_file() for module in modules) else UNIT_DIR
     code = set()
     for module in modules:
-        path = model_dir / f"{module}.py"
+        path = folder / f"{module}.py"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found, though config.json's auto_map names it")
         code |= {path, *map(Path, get_relative_import_files(str(path)))}
@@ -92,7 +96,10 @@ def model_uploads(model_dir: str | Path) -> Uploads:
     weights = sorted(model_dir.glob("*.safetensors"))
     if not weights:
         raise FileNotFoundError(f"{model_dir} has no *.safetensors weights: save the model with save_pretrained")
-    files = [model_dir / CONFIG_FILE, *weights, *remote_code_files(model_dir, config)]
+    if not (model_dir / PROCESSOR_FILE).is_file():
+        raise FileNotFoundError(f"{model_dir} has no {PROCESSOR_FILE}: save the model with save_pretrained, which "
+                                "writes the video processor that the pipeline and AutoVideoProcessor load")
+    files = [model_dir / CONFIG_FILE, model_dir / PROCESSOR_FILE, *weights, *remote_code_files(model_dir, config)]
     files += [model_dir / name for name in OPTIONAL_MODEL_FILES if (model_dir / name).is_file()]
     return {path.name: path for path in files}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .modeling_gestures import GesturesForVideoClassification
+from .model.modeling_gestures import GesturesForVideoClassification
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 PREFIXES = ("module.", "model.")

@@ -1,9 +1,9 @@
 """``gestures predict``: classify whole seizure videos (FOS vs TCS) with a per-snippet timeline.
 
-A video is streamed through the snippet encoder (:class:`gestures_hub.extract.SnippetEncoder`), so memory stays
-flat whatever its length; the aggregator and classifier then see the whole snippet sequence. Without ``--model``
-the embedded demo model (``gestures_hub/demo_model``, trained on synthetic videos only) is used, and every output
-says so.
+Each video goes through the model's pipeline (:class:`gestures_hub.model.GesturesVideoClassificationPipeline`, the
+one ``transformers.pipeline(model=..., trust_remote_code=True)`` builds), so the results are the pipeline's: the video
+is streamed through the encoder batch by batch and memory stays flat whatever its length. Without ``--model`` the
+embedded demo model (``gestures_hub/demo_model``, trained on synthetic videos only) is used, and every output says so.
 """
 
 from __future__ import annotations
@@ -18,16 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cards import SYNTHETIC_MARKER
-from .extract import Runtime, SnippetEncoder, choose_runtime
-from .modeling_gestures import GesturesForVideoClassification
+from .model import GesturesForVideoClassification, GesturesVideoClassificationPipeline, GesturesVideoProcessor
+from .model.video_reader import VideoError
 from .presets import load_model
-from .video import VideoError, probe_video
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
-DEMO_NOTICE = "DEMO MODEL — synthetic training data, not for clinical use"
-SPREAD_THRESHOLD = 0.5
-SPREAD_MIN_DURATION = 3.0
 
 
 @dataclass
@@ -42,14 +37,15 @@ class Prediction:
     snippet_probabilities: np.ndarray
     """(n_snippets, num_labels) class probabilities of each snippet (NaN for models without a timeline)."""
     spread_time: float | None
-    """Detected bilateral spread (s; see :func:`detect_spread`), None when the video is not classified TCS."""
+    """Detected bilateral spread (s; see :func:`gestures_hub.model.detect_spread`), None unless classified TCS."""
     duration: float
     model: str
-    demo: bool
+    notice: str | None = None
+    """The demo notice of models trained on synthetic data (``config.trained_on_synthetic_data``), else None."""
 
     @property
-    def notice(self) -> str | None:
-        return DEMO_NOTICE if self.demo else None
+    def demo(self) -> bool:
+        return self.notice is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary, timeline included."""
@@ -70,75 +66,48 @@ class Prediction:
         }
 
 
-def load_predictor(spec: str | None = None) -> tuple[GesturesForVideoClassification, str, bool]:
-    """A video-in model, a description of it, and whether it is a demo model trained on synthetic data.
-
-    ``spec`` is a preset, a ``save_pretrained`` folder or a hub id; None gives the embedded demo model. Folders
-    with a ``SYNTHETIC`` marker (the demo model, ``gestures quickstart`` exports) count as demo models.
-    """
-    path = DEMO_MODEL_DIR if spec is None else spec
-    model, pretrained = load_model(path)
+def load_predictor(spec: str | None = None) -> tuple[GesturesForVideoClassification, str]:
+    """A video-in model and a description of it. ``spec`` is a preset, a ``save_pretrained`` folder or a hub id; None
+    gives the embedded demo model. Whether it was trained on synthetic data is its config's to say."""
+    model, pretrained = load_model(DEMO_MODEL_DIR if spec is None else spec)
     if model.config.encoder == "none":
-        raise ValueError(f"Model {str(path)!r} takes precomputed features (encoder='none'); predicting from videos "
+        raise ValueError(f"Model {str(spec)!r} takes precomputed features (encoder='none'); predicting from videos "
                          "needs a model with an encoder (see gestures_hub.train.attach_encoder).")
-    demo = spec is None or (Path(path) / SYNTHETIC_MARKER).is_file()
     description = "embedded demo model (gestures_hub/demo_model)" if spec is None else str(spec)
     if not pretrained:
         description += " (RANDOM weights: predictions are meaningless)"
-    return model, description, demo
+    return model, description
 
 
-def detect_spread(
-    times: np.ndarray,
-    tcs_probability: np.ndarray,
-    threshold: float = SPREAD_THRESHOLD,
-    min_duration: float = SPREAD_MIN_DURATION,
-) -> float | None:
-    """Start time of the first run of snippets whose TCS probability is >= ``threshold`` and that lasts at least
-    ``min_duration`` seconds (from its first snippet's start to its last snippet's end), or lasts until the end of
-    the video. None when there is no such run. Brief excursions above the threshold are ignored."""
-    times, above = np.asarray(times, dtype=float), np.asarray(tcs_probability) >= threshold
-    if len(times) == 0 or not above.any():
-        return None
-    step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], above.astype(np.int8), [0]])))
-    for first, end in zip(edges[::2], edges[1::2], strict=True):
-        if times[end - 1] - times[first] + step >= min_duration or end == len(times):
-            return float(times[first])
-    return None
+def video_pipeline(model: GesturesForVideoClassification, *, device: str | None = None,
+                   batch_size: int | None = None) -> GesturesVideoClassificationPipeline:
+    """The model's pipeline with its video processor, on ``device`` (default: the accelerator if any), encoding
+    ``batch_size`` snippets at a time (default: the processor's)."""
+    resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return GesturesVideoClassificationPipeline(model=model, video_processor=GesturesVideoProcessor(model.config),
+                                               device=resolved, batch_size=batch_size)
 
 
-@torch.inference_mode()
 def predict_video(
-    model: GesturesForVideoClassification,
+    model: GesturesForVideoClassification | GesturesVideoClassificationPipeline,
     path: str | Path,
     *,
     stride: int | None = None,
-    runtime: Runtime | None = None,
     description: str | None = None,
-    demo: bool = False,
 ) -> Prediction:
-    """Classify one whole video; raises :class:`gestures_hub.video.VideoError` for unusable files."""
-    config = model.config
-    duration = probe_video(path, min_duration=config.snippet_duration).duration
-    runtime = runtime or choose_runtime(config.encoder, batch_size=16)
-    features, times = SnippetEncoder(model.to(runtime.device), runtime).video(path, stride)
-    out = model(snippet_features=torch.from_numpy(features)[None].to(runtime.device))
-    labels = [config.id2label[index] for index in range(config.num_labels)]
-    probabilities = out.logits[0].float().softmax(-1).cpu().numpy()
-    if out.snippet_logits is None:
-        snippet_probabilities = np.full((len(times), len(labels)), np.nan, dtype=np.float32)
-    else:
-        snippet_probabilities = out.snippet_logits[0].float().softmax(-1).cpu().numpy()
-    label = labels[int(probabilities.argmax())]
-    class_probabilities = {name: float(p) for name, p in zip(labels, probabilities, strict=True)}
-    spread = None
-    if label == "TCS" and out.snippet_logits is not None:
-        spread = detect_spread(times, snippet_probabilities[:, labels.index("TCS")])
+    """Classify one whole video (with a model, or its pipeline to reuse); raises :class:`VideoError` for unusable
+    files."""
+    pipe = model if isinstance(model, GesturesVideoClassificationPipeline) else video_pipeline(model)
+    config = pipe.model.config
+    out = pipe(str(path), return_timeline=True, **({"stride": stride} if stride else {}))
+    labels = list(out["snippet_scores"])
+    scores = {item["label"]: item["score"] for item in out["scores"]}
     return Prediction(
-        video=str(path), label=label, probabilities=class_probabilities,
-        times=times, snippet_probabilities=snippet_probabilities, spread_time=spread, duration=float(duration),
-        model=description or str(getattr(config, "_name_or_path", "") or config.encoder), demo=demo,
+        video=str(path), label=out["label"], probabilities={name: scores[name] for name in labels},
+        times=np.asarray(out["snippet_times"], dtype=np.float32),
+        snippet_probabilities=np.stack([out["snippet_scores"][name] for name in labels], axis=1).astype(np.float32),
+        spread_time=out["spread_time"], duration=out["duration"],
+        model=description or str(getattr(config, "_name_or_path", "") or config.encoder), notice=out["notice"],
     )
 
 
@@ -148,7 +117,7 @@ def summary_line(prediction: Prediction) -> str:
     line = f"{prediction.video}: {prediction.label} ({probabilities})"
     if prediction.spread_time is not None:
         line += f", bilateral spread detected at {prediction.spread_time:.1f} s"
-    return f"{line}  [{DEMO_NOTICE}]" if prediction.demo else line
+    return f"{line}  [{prediction.notice}]" if prediction.notice else line
 
 
 def write_outputs(prediction: Prediction, out_dir: Path, stem: str) -> dict[str, Path]:
@@ -191,18 +160,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        model, description, demo = load_predictor(args.model)
+        model, description = load_predictor(args.model)
     except (OSError, ValueError) as error:
         print(f"gestures predict: error: {error}", file=sys.stderr)
         return 2
-    runtime = choose_runtime(model.config.encoder, args.device, batch_size=16)
+    pipe = video_pipeline(model, device=args.device)
+    notice = model.config.notice
     log = sys.stderr if args.json else sys.stdout
-    print(f"Model: {description}" + (f"  [{DEMO_NOTICE}]" if demo else ""), file=log, flush=True)
+    print(f"Model: {description}" + (f"  [{notice}]" if notice else ""), file=log, flush=True)
     predictions, errors = [], {}
     for video, stem in zip(args.videos, _stems(args.videos), strict=True):
         try:
-            prediction = predict_video(model, video, stride=args.stride, runtime=runtime, description=description,
-                                       demo=demo)
+            prediction = predict_video(pipe, video, stride=args.stride, description=description)
         except (VideoError, OSError, RuntimeError, ValueError) as error:
             message = str(error) if str(video) in str(error) else f"{video}: {error}"
             errors[str(video)] = message
@@ -213,11 +182,11 @@ def run(args: argparse.Namespace) -> int:
         print(summary_line(prediction), file=log)
         print(f"  timeline: {paths['csv']}, {paths['json']}, plot: {paths['png']}", file=log, flush=True)
     if args.json:
-        print(json.dumps({"model": description, "demo": demo, "notice": DEMO_NOTICE if demo else None,
+        print(json.dumps({"model": description, "demo": notice is not None, "notice": notice,
                           "predictions": [p.to_dict() for p in predictions], "errors": errors}, indent=2))
     if errors:
         print(f"gestures predict: {len(errors)} of {len(args.videos)} video(s) failed.", file=sys.stderr)
     return 1 if errors else 0
 
 
-__all__ = ["Prediction", "load_predictor", "predict_video", "detect_spread", "DEMO_MODEL_DIR", "DEMO_NOTICE"]
+__all__ = ["DEMO_MODEL_DIR", "Prediction", "load_predictor", "predict_video", "video_pipeline"]

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .configuration_gestures import GesturesConfig
-from .modeling_gestures import GesturesForVideoClassification
+from .model.configuration_gestures import GesturesConfig
+from .model.modeling_gestures import GesturesForVideoClassification
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cards import SYNTHETIC_MARKER
-from .synthetic import SYNTHETIC_NOTE
-
 TIMELINE_WEIGHT = 0.5  # of the per-snippet spread loss (--timeline-weight), as for the embedded demo model
 BANNER = "SYNTHETIC DATA — procedurally rendered videos, not patient data; the model is a demo, not for clinical use"
 
@@ -64,7 +61,7 @@ def quickstart(options: QuickstartOptions) -> dict[str, Path]:
     from transformers import AutoModelForVideoClassification
 
     from .extract import extract, summarise
-    from .predict import DEMO_MODEL_DIR, DEMO_NOTICE, predict_video, summary_line, write_outputs
+    from .predict import DEMO_MODEL_DIR, predict_video, summary_line, write_outputs
     from .synthetic import generate_cohort
     from .train import TrainingArguments, train
 
@@ -91,19 +88,17 @@ def quickstart(options: QuickstartOptions) -> dict[str, Path]:
     print((run_dir / "metrics.md").read_text(), flush=True)
 
     _step(4, "exporting the video-in model (demo encoder + trained BLSTM)")
-    model_dir = run_dir / "final-video"
-    (model_dir / SYNTHETIC_MARKER).write_text(SYNTHETIC_NOTE + "\n")
+    model_dir = run_dir / "final-video"  # its config says trained_on_synthetic_data, as the features did
 
     _step(5, "reloading it with AutoModelForVideoClassification.from_pretrained(..., trust_remote_code=True)")
     model = AutoModelForVideoClassification.from_pretrained(str(model_dir), trust_remote_code=True).eval()
 
     _step(6, f"predicting the held-out synthetic video {held_out_video.name}")
-    prediction = predict_video(model, held_out_video, description=f"{model_dir} (synthetic quickstart model)",
-                               demo=True)
+    prediction = predict_video(model, held_out_video, description=f"{model_dir} (synthetic quickstart model)")
     paths = write_outputs(prediction, out / "prediction", held_out_video.stem)
     print(summary_line(prediction), flush=True)
     print(f"  {ground_truth(held_out)}", flush=True)
-    print(f"  ({DEMO_NOTICE})", flush=True)
+    print(f"  ({model.config.notice})", flush=True)
     return {"cohort": manifest, "features": out / "features", "metrics": run_dir / "metrics.md", "model": model_dir,
             "timeline": paths["csv"], "plot": paths["png"]}
 

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from .extract import native_bf16
 from .metrics import classification_metrics, format_value, markdown_table, summarize
-from .modeling_gestures import GesturesForVideoClassification
+from .model.modeling_gestures import GesturesForVideoClassification
 from .sampling import parse_gamma
 from .splits import cross_validation_folds
 from .train import (

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import datasets
@@ -218,27 +219,48 @@ class SnippetSequenceDataset(torch.utils.data.Dataset):
         }
 
 
-def collate_sequences(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Pad variable-length items into a batch.
+@dataclass
+class DataCollatorForSnippetFeatures:
+    """Pads feature sequences of different lengths into model inputs, in transformers' data-collator convention
+    (``DataLoader(dataset, collate_fn=DataCollatorForSnippetFeatures())``, or ``Trainer(data_collator=...)``).
 
-    Returns ``snippet_features`` (B, S, D) float32, ``attention_mask`` (B, S) long with 1 for
-    real snippets, ``lengths`` (B,), ``labels`` (B,) long and ``video`` (list of ids); plus
-    ``start_times`` (padded with 0) and ``snippet_indices`` (padded with -1) when every item has them.
+    Examples are rows of a features dataset (``load_features(DIR).with_format("torch")``: ``features`` and ``label``)
+    or items of :class:`SnippetSequenceDataset` (``snippet_features`` and ``label``). Returns exactly what
+    ``GesturesForVideoClassification`` takes: ``snippet_features`` (B, S, D) float32 zero-padded, ``attention_mask``
+    (B, S) long with 1 for real snippets, and ``labels`` (B,) long with unknown labels (-1) as -100, which the loss
+    ignores. Padding changes no output of the model.
     """
-    if not batch:
-        raise ValueError("collate_sequences needs at least one item")
-    sequences = [torch.as_tensor(item["snippet_features"], dtype=torch.float32) for item in batch]
-    dims = {tuple(seq.shape[1:]) for seq in sequences}
-    if any(seq.ndim != 2 for seq in sequences) or len(dims) != 1:
-        raise ValueError(
-            f"Items must be (length, dim) with a common dim, got shapes {[s.shape for s in sequences]}"
-        )
-    out: dict[str, Any] = {
-        **pad_features(sequences),
-        "lengths": torch.tensor([len(seq) for seq in sequences], dtype=torch.long),
-        "labels": torch.tensor([int(item["label"]) for item in batch], dtype=torch.long),
-        "video": [item["video"] for item in batch],
-    }
+
+    return_tensors: str = "pt"
+
+    def __post_init__(self) -> None:
+        if self.return_tensors != "pt":
+            raise ValueError(f"Only return_tensors='pt' is supported, got {self.return_tensors!r}.")
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise ValueError("DataCollatorForSnippetFeatures needs at least one example")
+        key = "snippet_features" if "snippet_features" in examples[0] else "features"
+        if any(key not in example or "label" not in example for example in examples):
+            raise KeyError(f"Every example needs '{key}' and 'label' (rows of a features dataset, or items of "
+                           "SnippetSequenceDataset); got keys " + ", ".join(sorted(examples[0])))
+        sequences = [torch.as_tensor(example[key], dtype=torch.float32) for example in examples]
+        dims = {tuple(seq.shape[1:]) for seq in sequences}
+        if any(seq.ndim != 2 for seq in sequences) or len(dims) != 1:
+            raise ValueError(
+                f"Items must be (length, dim) with a common dim, got shapes {[tuple(s.shape) for s in sequences]}"
+            )
+        labels = torch.tensor([int(example["label"]) for example in examples], dtype=torch.long)
+        return {**pad_features(sequences), "labels": labels.masked_fill(labels < 0, -100)}
+
+
+def collate_sequences(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """:class:`DataCollatorForSnippetFeatures` plus what evaluation code wants next to the model inputs: ``lengths``
+    (B,), ``video`` (list of ids), and ``start_times`` (padded with 0) and ``snippet_indices`` (padded with -1) when
+    every item has them."""
+    out: dict[str, Any] = DataCollatorForSnippetFeatures()(batch)
+    out["lengths"] = out["attention_mask"].sum(dim=1)
+    out["video"] = [item["video"] for item in batch]
     for key, pad_value, dtype in (("start_times", 0.0, torch.float32), ("snippet_indices", -1, torch.long)):
         if all(key in item for item in batch):
             values = [torch.as_tensor(item[key], dtype=dtype) for item in batch]

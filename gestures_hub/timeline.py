@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .model.pipeline_gestures import SPREAD_THRESHOLD
+
 if TYPE_CHECKING:
     from .predict import Prediction
 
@@ -33,8 +35,6 @@ def write_timeline_csv(prediction: Prediction, path: str | Path) -> Path:
 def plot_timeline(prediction: Prediction, path: str | Path | None = None) -> Figure:
     """TCS probability of each snippet over time, the spread threshold and the detected spread; the title gives the
     label and class probabilities. Demo models carry the notice in red. Saved as PNG when ``path`` is given."""
-    from .predict import SPREAD_THRESHOLD
-
     figure = Figure(figsize=(9, 3.6), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()

@@ -80,13 +80,13 @@ from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
-from .configuration_gestures import AGGREGATIONS, GesturesConfig
 from .extract import auto_precision
 from .features import LABEL_NAMES, UNKNOWN_LABEL, LabelledVideos, dataset_settings, load_features
 from .finetune import VideoBank, freeze_batch_norm
 from .metrics import classification_metrics, metrics_markdown, spread_metrics, summarize
-from .modeling_gestures import GesturesForVideoClassification
-from .predict import detect_spread
+from .model import detect_spread
+from .model.configuration_gestures import AGGREGATIONS, GesturesConfig
+from .model.modeling_gestures import GesturesForVideoClassification
 from .presets import load_model
 from .sampling import draw_indices, min_vectors, pad_features, parse_gamma, segment_ranges
 from .splits import cross_validation_folds
@@ -486,6 +486,7 @@ def build_config(bank: Bank, args: TrainingArguments, class_weights: list[float]
         fps=settings["fps"], image_size=settings.get("image_size", 112), num_segments=args.num_segments,
         gamma=args.gamma, aggregation=args.aggregation, hidden_size=args.hidden_size, num_layers=args.num_layers,
         dropout=args.dropout, class_weights=class_weights,
+        trained_on_synthetic_data=bool(settings.get("synthetic", False)),
     )
 
 
@@ -607,7 +608,7 @@ def train_epoch(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimiz
 def evaluate(run: Run, model: GesturesForVideoClassification, videos: np.ndarray) -> tuple[dict[str, np.ndarray],
                                                                                           list[float | None] | None]:
     """TCS probabilities of ``videos`` with middle snippets and with all snippets; with ``--timeline-weight``, also
-    the spread time each video's timeline shows (:func:`gestures_hub.predict.detect_spread`; None: no spread)."""
+    the spread time each video's timeline shows (:func:`gestures_hub.model.detect_spread`; None: no spread)."""
     probabilities = {"middle": tcs_probabilities(predict_logits(run, model, videos, run.middle[videos])[0])}
     logits, snippet_logits = predict_logits(run, model, videos)
     probabilities["dense"] = tcs_probabilities(logits)
@@ -944,8 +945,9 @@ def attach_encoder(
             raise ValueError(f"The features were made with {name}={getattr(head, name)}, the encoder uses "
                              f"{getattr(base, name)}.")
     frozen = {} if freeze_encoder is None else {"freeze_encoder": freeze_encoder}
+    synthetic = head.trained_on_synthetic_data or base.trained_on_synthetic_data  # either part's weights
     config = GesturesConfig.from_dict({**base.to_dict(), **{name: getattr(head, name) for name in HEAD_OPTIONS},
-                                       **frozen})
+                                       **frozen, "trained_on_synthetic_data": synthetic})
     model = GesturesForVideoClassification(config)
     model.gestures.encoder.load_state_dict(encoder.gestures.encoder.state_dict())
     model.gestures.aggregator.load_state_dict(feature_model.gestures.aggregator.state_dict())

@@ -31,11 +31,11 @@ import torch
 from torch import nn
 
 from gestures_hub.extract import SnippetEncoder, choose_runtime
-from gestures_hub.modeling_gestures import GesturesForVideoClassification
-from gestures_hub.predict import detect_spread
+from gestures_hub.model import detect_spread
+from gestures_hub.model.modeling_gestures import GesturesForVideoClassification
+from gestures_hub.model.video_reader import iter_frames
 from gestures_hub.presets import get_config
-from gestures_hub.synthetic import SYNTHETIC_NOTE, SeizureSpec, generate_cohort, sample_cohort, video_path
-from gestures_hub.video import iter_frames
+from gestures_hub.synthetic import SeizureSpec, generate_cohort, sample_cohort, video_path
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "gestures_hub" / "demo_model"
 COHORT = {"n_patients": 50, "seed": 1000, "fps": 15, "size": (160, 120), "min_duration": 10.0, "max_duration": 40.0}
@@ -187,7 +187,6 @@ from transformers import AutoModelForVideoClassification
 model = AutoModelForVideoClassification.from_pretrained("path/to/demo_model", trust_remote_code=True)
 ```
 """)
-    (directory / "SYNTHETIC").write_text(SYNTHETIC_NOTE + "\n")
 
 
 def main() -> None:
@@ -212,7 +211,7 @@ def main() -> None:
     train_ids = [i for i, spec in enumerate(specs) if spec.patient not in held_out]
     val_ids = [i for i, spec in enumerate(specs) if spec.patient in held_out]
 
-    model = GesturesForVideoClassification(get_config("gestures-demo"))
+    model = GesturesForVideoClassification(get_config("gestures-demo", trained_on_synthetic_data=True))
     config = model.config
     print("2/5 pretraining the encoder on snippets", flush=True)
     frames = [decode(paths[i], config.fps, config.image_size) for i in train_ids]
@@ -233,6 +232,8 @@ def main() -> None:
     print(f"5/5 saving to {args.out}", flush=True)
     shutil.rmtree(args.out, ignore_errors=True)
     model.save_pretrained(args.out)
+    for code in args.out.glob("*.py"):  # the package's Hub unit is the code: save_pretrained and push write it
+        code.unlink()
     seconds = time.perf_counter() - start
     write_card(args.out, validation, seconds)
     print(f"Done in {seconds / 60:.1f} min.")

@@ -28,12 +28,11 @@ os.environ.setdefault("GRADIO_TEMP_DIR", str(SPACE_TMP / "gradio"))  # gradio re
 import gradio as gr  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from gestures_hub.extract import Runtime, choose_runtime  # noqa: E402
-from gestures_hub.modeling_gestures import GesturesForVideoClassification  # noqa: E402
-from gestures_hub.predict import Prediction, load_predictor, predict_video  # noqa: E402
+from gestures_hub.model import GesturesVideoClassificationPipeline  # noqa: E402
+from gestures_hub.model.video_reader import VideoError, probe_video  # noqa: E402
+from gestures_hub.predict import Prediction, load_predictor, predict_video, video_pipeline  # noqa: E402
 from gestures_hub.synthetic import SeizureSpec, render_video, sample_cohort  # noqa: E402
 from gestures_hub.timeline import plot_timeline  # noqa: E402
-from gestures_hub.video import VideoError, probe_video  # noqa: E402
 
 CACHE_SWEEP = (300, 900)
 """gradio ``delete_cache``: every 5 minutes, delete cached files older than 15 minutes."""
@@ -46,21 +45,24 @@ DEMO_NOTICE = (
 
 @dataclass(frozen=True)
 class Predictor:
-    """A loaded model with its description, run on CPU; calling it classifies one video."""
+    """A loaded model's pipeline with the model's description, run on CPU; calling it classifies one video."""
 
-    model: GesturesForVideoClassification
+    pipeline: GesturesVideoClassificationPipeline
     description: str
-    demo: bool
-    runtime: Runtime
 
     @classmethod
     def load(cls, spec: str | None = None) -> Predictor:
         """Load a Hub id or folder (None: the embedded demo model)."""
-        model, description, demo = load_predictor(spec)
-        return cls(model, description, demo, choose_runtime(model.config.encoder, device="cpu"))
+        model, description = load_predictor(spec)
+        return cls(video_pipeline(model, device="cpu"), description)
+
+    @property
+    def demo(self) -> bool:
+        """Trained on synthetic data, as the model's config says."""
+        return bool(self.pipeline.model.config.trained_on_synthetic_data)
 
     def __call__(self, path: str) -> Prediction:
-        return predict_video(self.model, path, runtime=self.runtime, description=self.description, demo=self.demo)
+        return predict_video(self.pipeline, path, description=self.description)
 
 
 @dataclass(frozen=True)

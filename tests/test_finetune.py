@@ -21,10 +21,11 @@ from gestures_hub import finetune as finetune_module
 from gestures_hub import train as train_module
 from gestures_hub.extract import auto_precision
 from gestures_hub.finetune import VideoBank, frame_cache_path
+from gestures_hub.model.video_reader import iter_frames, iter_snippets
 from gestures_hub.presets import get_config
+from gestures_hub.sample_videos import write_test_video
 from gestures_hub.sampling import segment_indices
 from gestures_hub.train import TrainingArguments, resolve_mixed_precision, train
-from gestures_hub.video import iter_frames, iter_snippets, write_test_video
 
 REPO = Path(__file__).resolve().parents[1]
 

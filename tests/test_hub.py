@@ -19,8 +19,10 @@ import gestures_hub.hub as hub
 from gestures_hub.cli import main
 from gestures_hub.hub import PushRefused, push_features, push_model
 
-MODEL_FILES = {"README.md", "config.json", "model.safetensors", "configuration_gestures.py", "modeling_gestures.py",
-               "encoders.py", "aggregation.py", "training_args.json", "cv_metrics.json"}
+UNIT_FILES = {"configuration_gestures.py", "modeling_gestures.py", "encoders.py", "aggregation.py", "video_reader.py",
+              "video_processing_gestures.py", "pipeline_gestures.py"}
+MODEL_FILES = {"README.md", "config.json", "video_preprocessor_config.json", "model.safetensors", *UNIT_FILES,
+               "training_args.json", "cv_metrics.json"}
 FEATURE_FILES = {"README.md", "gestures_features.json", "data/train-00000.parquet", "data/train-00001.parquet"}
 OFFLINE = "offline mode is on; unset HF_HUB_OFFLINE to push"
 
@@ -161,21 +163,19 @@ def test_allow_no_eval_pushes_a_card_that_says_so(fake_hub, model_dir, tmp_path)
     assert card.data.eval_results is None and "**This model has not been evaluated**" in card.text
 
 
-@pytest.mark.parametrize("marker", ["cv_metrics", "training_args", "file"])
+@pytest.mark.parametrize("marker", ["cv_metrics", "config"])
 def test_synthetic_models_must_say_so_in_their_name(fake_hub, model_dir, marker):
     if marker == "cv_metrics":
         (model_dir / "cv_metrics.json").write_text(json.dumps(make_cv_metrics(synthetic=True)))
-    elif marker == "training_args":
-        (model_dir / "training_args.json").write_text(json.dumps(training_args(synthetic=True)))
     else:
-        (model_dir / "SYNTHETIC").touch()
+        config = json.loads((model_dir / "config.json").read_text())
+        (model_dir / "config.json").write_text(json.dumps({**config, "trained_on_synthetic_data": True}))
     with pytest.raises(PushRefused, match="refusing to push synthetic data as 'org/gestures-blstm'.*synthetic, demo"):
         push_model(model_dir, "org/gestures-blstm")
     assert not fake_hub.repos
 
     push_model(model_dir, "org/GESTURES-blstm-Demo")
-    expected = MODEL_FILES | ({"SYNTHETIC"} if marker == "file" else set())
-    assert set(fake_hub.added) == expected
+    assert set(fake_hub.added) == MODEL_FILES
     assert "**⚠️ This model was trained on SYNTHETIC videos" in fake_hub.added["README.md"].decode()
 
 
@@ -226,3 +226,25 @@ def test_offline_mode_refuses_before_any_network_call(monkeypatch, model_dir, fe
     assert main(["push", str(model_dir), "--repo-id", "org/gestures-blstm"]) == 1
     assert main(["push-features", str(features_dir), "--repo-id", "org/gestures-features"]) == 1
     assert capsys.readouterr().err.count(OFFLINE) == 2
+
+
+def test_pushing_the_embedded_demo_model_writes_the_hub_unit_and_the_synthetic_flag(fake_hub, tmp_path):
+    """The demo folder holds weights, config and card only: the push adds the package's Hub unit, and the config that
+    reaches the Hub client says trained_on_synthetic_data; a model loaded from what was pushed is flagged."""
+    from gestures_hub.model import UNIT_DIR
+    from gestures_hub.predict import DEMO_MODEL_DIR
+
+    push_model(DEMO_MODEL_DIR, "org/gestures-demo", allow_no_eval=True)
+    added = fake_hub.added
+    assert set(added) == MODEL_FILES - {"training_args.json", "cv_metrics.json"}
+    for name in UNIT_FILES:
+        assert Path(added[name]) == UNIT_DIR / name
+    pushed = tmp_path / "pushed"
+    pushed.mkdir()
+    for name, source in added.items():
+        (pushed / name).write_bytes(source if isinstance(source, bytes) else Path(source).read_bytes())
+    assert json.loads((pushed / "config.json").read_text())["trained_on_synthetic_data"] is True
+    assert "SYNTHETIC" in (pushed / "README.md").read_text()
+    from gestures_hub import GesturesForVideoClassification
+
+    assert GesturesForVideoClassification.from_pretrained(pushed).config.notice is not None

@@ -83,7 +83,7 @@ def test_ig65m_r2plus1d_34_checkpoint_loads_without_missing_or_unexpected_keys(t
     reference = ig65m_r2plus1d_34()
     randomise_batchnorm(reference)
     torch.save(reference.state_dict(), tmp_path / "r2plus1d_34_clip8_ft_kinetics_from_ig65m.pth")
-    model = GesturesForVideoClassification(get_config("gestures-blstm"))
+    model = GesturesForVideoClassification(get_config("gestures-blstm", image_size=32))
     encoder_keys = {k: v.shape for k, v in model.gestures.encoder.state_dict().items()}
     checkpoint_keys = {k: v.shape for k, v in reference.state_dict().items() if not k.startswith("fc.")}
     assert encoder_keys == checkpoint_keys
@@ -109,7 +109,7 @@ def test_torchvision_kinetics_checkpoint_with_dataparallel_prefix(tmp_path):
     reference = tv.r3d_18(weights=None)
     randomise_batchnorm(reference)
     torch.save({f"module.{k}": v for k, v in reference.state_dict().items()}, tmp_path / "r3d_18.pth")
-    model, _ = load_model("r3d_18", weights=tmp_path / "r3d_18.pth")
+    model, _ = load_model("r3d_18", weights=tmp_path / "r3d_18.pth", image_size=32)
     reference.fc = nn.Identity()
     x = torch.randn(1, 3, 8, 32, 32)
     with torch.no_grad():

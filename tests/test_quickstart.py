@@ -5,7 +5,7 @@ import json
 
 from gestures_hub.cards import render_model_card
 from gestures_hub.cli import main
-from gestures_hub.predict import DEMO_NOTICE
+from gestures_hub.model import SYNTHETIC_NOTICE as DEMO_NOTICE
 
 
 def test_quickstart_runs_end_to_end(tmp_path, capsys):
@@ -17,7 +17,10 @@ def test_quickstart_runs_end_to_end(tmp_path, capsys):
     assert "SYNTHETIC" in printed and DEMO_NOTICE in printed
     assert (out / "training" / "metrics.md").is_file()
     model_dir = out / "training" / "final-video"
-    assert (model_dir / "SYNTHETIC").is_file() and (model_dir / "model.safetensors").is_file()
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["trained_on_synthetic_data"] is True and (model_dir / "model.safetensors").is_file()
+    assert (model_dir / "video_preprocessor_config.json").is_file()
+    assert json.loads((out / "training" / "final" / "config.json").read_text())["trained_on_synthetic_data"] is True
     predictions = list((out / "prediction").glob("*.json"))
     assert len(predictions) == 1 and (out / "prediction" / f"{predictions[0].stem}.png").is_file()
     prediction = json.loads(predictions[0].read_text())

@@ -5,12 +5,12 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
 from gestures_hub import GesturesForVideoClassification
+from gestures_hub.model import UNIT_DIR
 from gestures_hub.presets import get_config
 
 LOADER = textwrap.dedent(
@@ -43,6 +43,9 @@ CASES = {
     "tiny-videomae": lambda: {"pixel_values": torch.randn(1, 3, 3, 4, 32, 32)},
     "r2plus1d_18": lambda: {"pixel_values": torch.randn(1, 2, 3, 8, 32, 32)},
 }
+OVERRIDES = {"r2plus1d_18": {"image_size": 32}}
+UNIT_FILES = ["aggregation.py", "configuration_gestures.py", "encoders.py", "modeling_gestures.py",
+              "pipeline_gestures.py", "video_processing_gestures.py", "video_reader.py"]
 
 
 def load_elsewhere(source: str, inputs: dict, tmp_path, env: dict | None = None) -> dict:
@@ -74,23 +77,22 @@ def reference(model: GesturesForVideoClassification, inputs: dict) -> dict:
 @pytest.mark.parametrize("preset", list(CASES))
 def test_save_then_load_with_remote_code_in_a_fresh_process(preset, tmp_path):
     torch.manual_seed(0)
-    model = GesturesForVideoClassification(get_config(preset, hidden_size=6)).eval()
+    model = GesturesForVideoClassification(get_config(preset, hidden_size=6, **OVERRIDES.get(preset, {}))).eval()
     model.save_pretrained(tmp_path / "model")
     files = sorted(os.listdir(tmp_path / "model"))
-    assert files == [
-        "aggregation.py",
-        "config.json",
-        "configuration_gestures.py",
-        "encoders.py",
-        "model.safetensors",
-        "modeling_gestures.py",
-    ]
-    auto_map = json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"]
-    assert auto_map == {
+    assert files == sorted([*UNIT_FILES, "config.json", "model.safetensors", "video_preprocessor_config.json"])
+    for name in UNIT_FILES:  # exactly the package's Hub unit, copied as it is
+        assert (tmp_path / "model" / name).read_bytes() == (UNIT_DIR / name).read_bytes(), name
+    assert sorted(path.name for path in UNIT_DIR.glob("*.py")) == sorted([*UNIT_FILES, "__init__.py"])
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["auto_map"] == {
         "AutoConfig": "configuration_gestures.GesturesConfig",
         "AutoModel": "modeling_gestures.GesturesModel",
         "AutoModelForVideoClassification": "modeling_gestures.GesturesForVideoClassification",
+        "AutoVideoProcessor": "video_processing_gestures.GesturesVideoProcessor",
     }
+    assert config["custom_pipelines"]["video-classification"]["impl"] == (
+        "pipeline_gestures.GesturesVideoClassificationPipeline")
     inputs = CASES[preset]()
     loaded = load_elsewhere(str(tmp_path / "model"), inputs, tmp_path)
     for key, expected in reference(model, inputs).items():
@@ -119,17 +121,6 @@ def test_in_process_auto_classes_resolve_the_package_classes(tmp_path):
     from gestures_hub import GesturesModel
 
     GesturesForVideoClassification(get_config("tiny-features")).save_pretrained(tmp_path)
-    assert type(AutoConfig.from_pretrained(tmp_path)).__module__ == "gestures_hub.configuration_gestures"
+    assert type(AutoConfig.from_pretrained(tmp_path)).__module__ == "gestures_hub.model.configuration_gestures"
     assert type(AutoModel.from_pretrained(tmp_path)) is GesturesModel
     assert type(AutoModelForVideoClassification.from_pretrained(tmp_path)) is GesturesForVideoClassification
-
-
-def test_the_embedded_demo_model_ships_the_current_remote_code():
-    import gestures_hub
-
-    package = Path(gestures_hub.__file__).parent
-    for name in ("aggregation.py", "configuration_gestures.py", "encoders.py", "modeling_gestures.py"):
-        assert (package / "demo_model" / name).read_text() == (package / name).read_text(), (
-            f"gestures_hub/demo_model/{name} is stale: re-save the demo model (scripts/train_demo_model.py) "
-            "so that trust_remote_code loads the current code"
-        )

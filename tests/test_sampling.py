@@ -195,7 +195,7 @@ def test_collate_pads_and_masks(tmp_path):
     assert batch["snippet_features"].shape == (3, 5, 3) and batch["snippet_features"].dtype == torch.float32
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]]
     assert batch["lengths"].tolist() == [5, 2, 3]
-    assert batch["labels"].tolist() == [0, 1, -1] and batch["labels"].dtype == torch.long
+    assert batch["labels"].tolist() == [0, 1, -100] and batch["labels"].dtype == torch.long  # unknown: ignored
     assert batch["video"] == ["v0", "v1", "v2"]
     assert batch["snippet_features"][1, :, 0].tolist() == [0, 1, 0, 0, 0]
     assert batch["snippet_indices"][2].tolist() == [0, 1, 2, -1, -1]
@@ -219,3 +219,31 @@ def test_collate_minimal_items_and_errors():
                 {"snippet_features": np.ones((2, 3)), "label": 0, "video": "b"},
             ]
         )
+
+
+def test_data_collator_batches_a_features_dataset_like_one_video_at_a_time(tmp_path):
+    """The public collator on `load_features(...).with_format("torch")` rows (10-15 snippets each): padded batches
+    give the logits of each video alone, and `model(**batch)` computes the loss."""
+    from cards_fixtures import write_features
+
+    from gestures_hub import GesturesForVideoClassification
+    from gestures_hub.features import load_features
+    from gestures_hub.presets import get_config
+    from gestures_hub.sampling import DataCollatorForSnippetFeatures
+
+    features = load_features(write_features(tmp_path / "features", num_videos=6)).with_format("torch")
+    torch.manual_seed(0)
+    model = GesturesForVideoClassification(get_config("tiny-features", aggregation="blstm")).eval()
+    loader = torch.utils.data.DataLoader(features, batch_size=4, collate_fn=DataCollatorForSnippetFeatures())
+    batches = list(loader)
+    assert [tuple(b["snippet_features"].shape) for b in batches] == [(4, 13, 16), (2, 15, 16)]
+    assert set(batches[0]) == {"snippet_features", "attention_mask", "labels"}
+    assert batches[0]["attention_mask"].sum(1).tolist() == [10, 11, 12, 13]
+    with torch.no_grad():
+        batched = torch.cat([model(**batch).logits for batch in batches])
+        alone = torch.cat([model(snippet_features=row["features"][None]).logits for row in features])
+        assert model(**batches[0]).loss.ndim == 0
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
+    assert batches[0]["labels"].tolist() == [int(row["label"]) for row in features][:4]
+    with pytest.raises(KeyError, match="needs 'features' and 'label'"):
+        DataCollatorForSnippetFeatures()([{"features": torch.zeros(2, 16)}])

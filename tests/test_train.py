@@ -22,7 +22,7 @@ from gestures_hub import reproduce as reproduce_module
 from gestures_hub import train as train_module
 from gestures_hub.cli import COMMAND_MODULES
 from gestures_hub.features import FeatureSettings, FeatureShardWriter
-from gestures_hub.predict import detect_spread
+from gestures_hub.model import detect_spread
 from gestures_hub.sampling import segment_indices, segment_ranges
 from gestures_hub.train import (
     FeatureBank,

@@ -1,4 +1,4 @@
-"""Tests of the streaming video reader (gestures_hub.video) on small synthetic H.264 videos."""
+"""Tests of the streaming video reader (gestures_hub.model.video_reader) on small synthetic H.264 videos."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from video_fixtures import make_bad
 
-from gestures_hub import video
-from gestures_hub.video import (
+from gestures_hub.model import video_reader as video
+from gestures_hub.model.video_reader import (
     TIME_EPS,
     SnippetBatch,
     VideoError,
@@ -23,9 +23,8 @@ from gestures_hub.video import (
     iter_snippets,
     prefetch,
     probe_video,
-    read_frame_index,
-    write_test_video,
 )
+from gestures_hub.sample_videos import read_frame_index, write_test_video
 
 FPS = 15.0
 VFR_TIMES = (0.0, 0.1, 0.15, 0.5, 0.52, 1.0, 1.01, 1.7, 2.3, 2.35, 2.9)

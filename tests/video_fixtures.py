@@ -7,7 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from gestures_hub.video import write_test_video
+from gestures_hub.sample_videos import write_test_video
 
 BAD_KINDS = ("missing", "folder", "empty", "text", "notes", "png", "audio", "truncated_mp4", "fast", "short")
 

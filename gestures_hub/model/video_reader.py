@@ -17,12 +17,11 @@ import queue
 import threading
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import av
 import numpy as np
@@ -36,7 +35,6 @@ TIME_EPS = 1e-3
 MAX_FPS = 1000.0
 """Average frame rates above this are treated as broken metadata."""
 _NOT_VIDEO_FORMATS = ("tty", "image2", "image2pipe")  # .txt files are "tty" (ANSI art); images "*_pipe"
-_PTS_PER_SECOND = 90_000  # time base of the videos written by ``write_test_video``
 
 T = TypeVar("T")
 
@@ -123,6 +121,35 @@ def iter_frames(path: str | Path, *, fps: float, size: int) -> Iterator[tuple[fl
             yield time, _to_rgb(reformatter, frame, size)
 
 
+def iter_array_frames(
+    frames: Any, *, fps: float, size: int, source_fps: float | None = None, name: str = "<frames>"
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Like :func:`iter_frames`, for frames the caller decoded: a uint8 RGB array or tensor ``(T, H, W, 3)`` (or
+    ``(T, 3, H, W)``), or a sequence of ``(H, W, 3)`` arrays or PIL images, frame ``i`` shown at ``i / source_fps``
+    seconds (``source_fps`` None: the frames are already at ``fps``). Resampled and shaped exactly like a file's."""
+    source_fps = fps if source_fps is None else float(source_fps)
+    _check_fps(name, source_fps)
+    if not fps > 0 or size < 1:
+        raise ValueError(f"fps and size must be positive, got fps={fps!r}, size={size!r}.")
+    reformatter = VideoReformatter()
+    timed = ((i / source_fps, (i + 1) / source_fps, frame) for i, frame in enumerate(frames))
+    for time, frame in _resample(timed, fps):
+        yield time, _to_rgb(reformatter, av.VideoFrame.from_ndarray(_as_rgb24(frame, name), format="rgb24"), size)
+
+
+def _as_rgb24(frame: Any, name: str) -> np.ndarray:
+    """One caller-given frame as a contiguous uint8 ``(H, W, 3)`` array."""
+    if hasattr(frame, "convert"):  # a PIL image
+        frame = frame.convert("RGB")
+    array = frame.numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
+        array = array.transpose(1, 2, 0)
+    if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise VideoError(name, f"a frame has shape {array.shape} and dtype {array.dtype}",
+                         "Give uint8 RGB frames of shape (height, width, 3) or (3, height, width).")
+    return np.ascontiguousarray(array)
+
+
 def iter_snippets(
     path: str | Path,
     *,
@@ -142,19 +169,44 @@ def iter_snippets(
     The file is probed now (``VideoError`` if it is unusable or shorter than one snippet); it is decoded in
     a background thread ``prefetch_depth`` batches ahead of the consumer (0: in the consumer's thread).
     """
-    stride = frames_per_snippet if stride is None else stride
-    if not fps > 0 or min(frames_per_snippet, stride, batch_size) < 1 or prefetch_depth < 0:
-        raise ValueError(
-            "fps must be > 0, frames_per_snippet, stride and batch_size >= 1 and prefetch_depth >= 0, got "
-            f"{fps}, {frames_per_snippet}, {stride}, {batch_size} and {prefetch_depth}."
-        )
+    if prefetch_depth < 0:
+        raise ValueError(f"prefetch_depth must be >= 0, got {prefetch_depth}.")
+    _check_snippet_settings(fps, frames_per_snippet, stride, batch_size)
     probe_video(path, min_duration=frames_per_snippet / fps)
-    scale, shift = normalisation(mean, std)
-    frames = (_normalise(rgb, scale, shift) for _, rgb in iter_frames(path, fps=fps, size=size))
-    batches = _snippet_batches(
-        path, frames, fps=fps, frames_per_snippet=frames_per_snippet, stride=stride, batch_size=batch_size
-    )
+    batches = snippet_batches(iter_frames(path, fps=fps, size=size), name=str(path), fps=fps,
+                              frames_per_snippet=frames_per_snippet, stride=stride, mean=mean, std=std,
+                              batch_size=batch_size)
     return prefetch(batches, prefetch_depth) if prefetch_depth else batches
+
+
+def snippet_batches(
+    frames: Iterable[tuple[float, np.ndarray]],
+    *,
+    name: str,
+    fps: float,
+    frames_per_snippet: int,
+    stride: int | None,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int,
+) -> Iterator[SnippetBatch]:
+    """Normalise ``(time, uint8 RGB)`` frames at ``fps`` (from :func:`iter_frames` or :func:`iter_array_frames`) and
+    cut them into batches of snippets as :func:`iter_snippets` does; ``name`` goes into errors."""
+    stride = frames_per_snippet if stride is None else stride
+    _check_snippet_settings(fps, frames_per_snippet, stride, batch_size)
+    scale, shift = normalisation(mean, std)
+    normalised = (_normalise(rgb, scale, shift) for _, rgb in frames)
+    return _snippet_batches(name, normalised, fps=fps, frames_per_snippet=frames_per_snippet, stride=stride,
+                            batch_size=batch_size)
+
+
+def _check_snippet_settings(fps: float, frames_per_snippet: int, stride: int | None, batch_size: int) -> None:
+    stride = frames_per_snippet if stride is None else stride
+    if not fps > 0 or min(frames_per_snippet, stride, batch_size) < 1:
+        raise ValueError(
+            "fps must be > 0, frames_per_snippet, stride and batch_size >= 1, got "
+            f"{fps}, {frames_per_snippet}, {stride} and {batch_size}."
+        )
 
 
 def prefetch(iterable: Iterable[T], depth: int = 2) -> Iterator[T]:
@@ -422,85 +474,3 @@ def _batch(pixel_values: np.ndarray, starts: list[int], fps: float) -> SnippetBa
     return SnippetBatch(
         torch.from_numpy(pixel_values), torch.from_numpy(start_frames), torch.from_numpy(start_frames / fps)
     )
-
-
-def write_test_video(
-    path: str | Path,
-    *,
-    duration: float,
-    fps: float,
-    size: tuple[int, int] = (64, 48),
-    pattern: str = "index",
-    vfr_timestamps: Sequence[float] | None = None,
-    rotation: int = 0,
-    crf: int = 16,
-) -> Path:
-    """Encode an H.264 video (container from the suffix, e.g. ``.mp4``, ``.mkv``) whose frames show their time.
-
-    Frames are at ``i / fps`` for ``i < round(duration * fps)``, or at ``vfr_timestamps`` (seconds,
-    increasing, below ``duration``; B-frames are then disabled so that MP4 keeps each frame's duration).
-    The last frame lasts until ``duration``. ``size`` is (width, height) as stored; ``rotation`` (degrees
-    counter-clockwise) is written as display metadata, like phones do. ``crf`` is x264's quality (lower is
-    better; the default keeps the "index" colours). x264 runs on one thread, so the same frames always give the same
-    bitstream. Patterns:
-
-    - ``"index"``: each frame is one flat colour encoding its index; read it back with ``read_frame_index``.
-    - ``"bar"``: a bright vertical bar sweeps left to right once per second over a textured, slightly
-      noisy background (realistic bit rate); its centre is at ``x = round((t % 1) * width)``.
-    """
-    times = [i / fps for i in range(round(duration * fps))] if vfr_timestamps is None else list(vfr_timestamps)
-    pts = [round(t * _PTS_PER_SECOND) for t in [*times, duration]]
-    if pts[0] < 0 or any(b <= a for a, b in zip(pts, pts[1:], strict=False)):
-        raise ValueError("Frame times must be >= 0, increasing and below the duration.")
-    width, height = size
-    paint = _painter(pattern, width, height)
-    options = {"crf": str(crf), "preset": "veryfast", "threads": "1",
-               **({"bf": "0"} if vfr_timestamps is not None else {})}
-    durations = {a: b - a for a, b in zip(pts, pts[1:], strict=False)}
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001), options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, _PTS_PER_SECOND)
-        if rotation:
-            stream.set_display_rotation(rotation)  # PyAV >= 18
-
-        def mux(packets: list[av.Packet]) -> None:
-            for packet in packets:
-                packet.duration = durations[packet.pts]
-                container.mux(packet)
-
-        for index, (time, stamp) in enumerate(zip(times, pts, strict=False)):
-            frame = av.VideoFrame.from_ndarray(paint(index, time), format="rgb24")
-            frame.pts, frame.time_base = stamp, Fraction(1, _PTS_PER_SECOND)
-            mux(stream.encode(frame))
-        mux(stream.encode(None))
-    return Path(path)
-
-
-def read_frame_index(rgb: np.ndarray) -> int:
-    """The frame index encoded by ``write_test_video(pattern="index")`` in an RGB frame (any size)."""
-    levels = np.rint((rgb.reshape(-1, 3).mean(axis=0) - 8.0) / 16.0).astype(int).clip(0, 15)
-    return int(levels[0] + 16 * levels[1] + 256 * levels[2])
-
-
-def _painter(pattern: str, width: int, height: int) -> Callable[[int, float], np.ndarray]:
-    """A function ``(index, time) -> uint8 (height, width, 3)`` drawing ``pattern``."""
-    if pattern == "index":
-        return lambda index, _: np.broadcast_to(
-            np.array([index % 16, index // 16 % 16, index // 256 % 16], dtype=np.uint8) * 16 + 8, (height, width, 3)
-        ).copy()
-    if pattern == "bar":
-        rng = np.random.default_rng(0)
-        coarse = rng.integers(40, 160, size=(height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
-        background = np.kron(coarse, np.ones((16, 16, 1), dtype=np.uint8))[:height, :width]
-        noises = rng.integers(0, 6, size=(4, height, width, 1), dtype=np.uint8)
-        bar = max(2, width // 20)
-
-        def paint(index: int, time: float) -> np.ndarray:
-            image = background + noises[index % len(noises)]
-            centre = round((time % 1.0) * width)
-            image[:, max(0, centre - bar // 2) : centre + bar // 2 + 1] = 240
-            return image
-
-        return paint
-    raise ValueError(f"Unknown pattern {pattern!r}; use 'index' or 'bar'.")

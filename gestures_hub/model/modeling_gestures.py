@@ -13,11 +13,24 @@ from transformers.utils import ModelOutput
 from .aggregation import build_aggregator
 from .configuration_gestures import GesturesConfig
 from .encoders import build_encoder
+from .pipeline_gestures import PIPELINE_TASK, GesturesVideoClassificationPipeline
+from .video_processing_gestures import GesturesVideoProcessor
 
 REMOTE_CODE_AUTO_MAP = {
+    "AutoConfig": "configuration_gestures.GesturesConfig",
     "AutoModel": "modeling_gestures.GesturesModel",
     "AutoModelForVideoClassification": "modeling_gestures.GesturesForVideoClassification",
+    "AutoVideoProcessor": "video_processing_gestures.GesturesVideoProcessor",
 }
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {
+        "impl": f"pipeline_gestures.{GesturesVideoClassificationPipeline.__name__}",
+        "pt": ["AutoModelForVideoClassification"],
+        "tf": [],
+        "type": "video",
+    }
+}
+"""``config.custom_pipelines``: ``pipeline(model=..., trust_remote_code=True)`` builds the GESTURES pipeline."""
 
 
 @dataclass
@@ -31,11 +44,14 @@ class GesturesModelOutput(ModelOutput):
             Per-snippet hidden states of the aggregator (zeros at padded snippets).
         snippet_features (`torch.FloatTensor` of shape `(batch_size, num_snippets, feature_dim)`):
             Per-snippet encoder features (the input features when `snippet_features` were given).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            The encoder's states (`snippet_features`) and the aggregator's (`last_hidden_state`), in that order.
     """
 
     pooler_output: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     snippet_features: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -51,7 +67,7 @@ class GesturesVideoClassifierOutput(ModelOutput):
             The classifier applied to each snippet's hidden state, for a timeline of evidence (zeros at padded
             snippets). For the mean aggregator their masked mean equals `logits`; for a unidirectional RNN the last
             one does. `None` for stacked RNNs, whose seizure representation spans all layers.
-        pooler_output, last_hidden_state, snippet_features:
+        pooler_output, last_hidden_state, snippet_features, hidden_states:
             As in [`GesturesModelOutput`].
     """
 
@@ -61,6 +77,7 @@ class GesturesVideoClassifierOutput(ModelOutput):
     pooler_output: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     snippet_features: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 class GesturesPreTrainedModel(PreTrainedModel):
@@ -69,11 +86,31 @@ class GesturesPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """Load as usual, then freeze the encoder again where the config says so (loading re-creates parameters)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_encoders()
+        return loaded
+
+    def freeze_encoders(self) -> None:
+        """``requires_grad_(False)`` on the encoder of every ``GesturesModel`` in this model whose config freezes it."""
+        for module in self.modules():
+            if isinstance(module, GesturesModel) and module.encoder is not None and module.config.freeze_encoder:
+                module.encoder.requires_grad_(False)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as usual; classes registered for remote code map both Auto classes in ``config.auto_map``."""
+        """Save as usual, with the video processor (``video_preprocessor_config.json``) and the pipeline in the
+        config's ``custom_pipelines``. Classes registered for remote code map every Auto class in ``config.auto_map``
+        and copy the whole Hub unit (config, model, encoders, aggregators, reader, processor, pipeline) next to the
+        weights."""
+        self.config.custom_pipelines = CUSTOM_PIPELINES
         if self._auto_class is not None:
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **REMOTE_CODE_AUTO_MAP}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+            GesturesVideoProcessor.register_for_auto_class()
+        saved = super().save_pretrained(save_directory, *args, **kwargs)
+        GesturesVideoProcessor(self.config).save_pretrained(save_directory)
+        return saved
 
     def _init_weights(self, module: nn.Module) -> None:
         """torchvision's video ResNet initialisation for the CNN parts, PyTorch defaults elsewhere."""
@@ -122,10 +159,13 @@ class GesturesModel(GesturesPreTrainedModel):
         """Encode ``(N, 3, T, H, W)`` normalised snippets into ``(N, feature_dim)`` features."""
         if self.encoder is None:
             raise ValueError("This model has no encoder (encoder='none'): pass `snippet_features` instead.")
-        expected = (3, self.config.frames_per_snippet)
-        if snippets.ndim != 5 or tuple(snippets.shape[1:3]) != expected:
+        config = self.config
+        expected = (3, config.frames_per_snippet, config.image_size, config.image_size)
+        if snippets.ndim != 5 or tuple(snippets.shape[1:]) != expected:
             raise ValueError(
-                f"Snippets must have shape (N, 3, {self.config.frames_per_snippet}, H, W); got {tuple(snippets.shape)}."
+                f"Snippets must have shape (N, {', '.join(map(str, expected))}): {config.frames_per_snippet} frames of "
+                f"{config.image_size}x{config.image_size} (the model's image_size); got {tuple(snippets.shape)}. The "
+                "model's video processor (AutoVideoProcessor) makes them."
             )
         features = self.encoder(snippets)
         if features.shape[-1] != self.config.feature_dim:
@@ -138,19 +178,29 @@ class GesturesModel(GesturesPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         snippet_features: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> GesturesModelOutput | tuple:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_snippets, 3, frames, height, width)`):
-                Normalised snippets of each video.
+                Normalised snippets of each video (the model's video processor makes them).
             snippet_features (`torch.FloatTensor` of shape `(batch_size, num_snippets, feature_dim)`):
                 Precomputed snippet features, instead of `pixel_values`.
             attention_mask (`torch.LongTensor` of shape `(batch_size, num_snippets)`, *optional*):
                 1 for real snippets, 0 for padding. Padded snippets are never encoded and change no output.
+            output_hidden_states (`bool`, *optional*):
+                Also return `hidden_states`: the encoder's and the aggregator's per-snippet states.
+            output_attentions (`bool`, *optional*):
+                Not supported: GESTURES aggregators have no attention (a `ValueError` says so).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if output_attentions or (output_attentions is None and self.config.output_attentions):
+            raise ValueError("GESTURES models have no attention weights to return; use output_hidden_states=True for "
+                             "the encoder's and aggregator's states.")
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         if (pixel_values is None) == (snippet_features is None):
             raise ValueError("Pass exactly one of `pixel_values` or `snippet_features`.")
         inputs = pixel_values if pixel_values is not None else snippet_features
@@ -179,7 +229,8 @@ class GesturesModel(GesturesPreTrainedModel):
                              f"{tuple(snippet_features.shape)}.")
 
         pooled, steps = self.aggregator(snippet_features, valid)
-        output = GesturesModelOutput(pooler_output=pooled, last_hidden_state=steps, snippet_features=snippet_features)
+        output = GesturesModelOutput(pooler_output=pooled, last_hidden_state=steps, snippet_features=snippet_features,
+                                     hidden_states=(snippet_features, steps) if output_hidden_states else None)
         return output if return_dict else output.to_tuple()
 
 
@@ -188,6 +239,7 @@ class GesturesForVideoClassification(GesturesPreTrainedModel):
 
     def __init__(self, config: GesturesConfig) -> None:
         super().__init__(config)
+        config.drop_unfit_class_weights()  # e.g. num_labels changed by from_pretrained(..., ignore_mismatched_sizes)
         self.gestures = GesturesModel(config)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.gestures.aggregator.output_size, config.num_labels)
@@ -199,18 +251,21 @@ class GesturesForVideoClassification(GesturesPreTrainedModel):
         snippet_features: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> GesturesVideoClassifierOutput | tuple:
         r"""
         Args:
-            pixel_values, snippet_features, attention_mask: see [`GesturesModel.forward`].
+            pixel_values, snippet_features, attention_mask, output_hidden_states, output_attentions:
+                See [`GesturesModel.forward`].
             labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-                Class indices; when given, the cross-entropy loss is returned.
+                Class indices (-100: ignored); when given, the cross-entropy loss is returned.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         base = self.gestures(pixel_values=pixel_values, snippet_features=snippet_features,
-                             attention_mask=attention_mask, return_dict=True)
+                             attention_mask=attention_mask, output_hidden_states=output_hidden_states,
+                             output_attentions=output_attentions, return_dict=True)
         logits = self.classifier(self.dropout(base.pooler_output))
         snippet_logits = None
         if base.last_hidden_state.shape[-1] == self.classifier.in_features:
@@ -230,6 +285,7 @@ class GesturesForVideoClassification(GesturesPreTrainedModel):
             pooler_output=base.pooler_output,
             last_hidden_state=base.last_hidden_state,
             snippet_features=base.snippet_features,
+            hidden_states=base.hidden_states,
         )
         return output if return_dict else output.to_tuple()
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from transformers import PretrainedConfig
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+SYNTHETIC_NOTICE = "DEMO MODEL — synthetic training data, not for clinical use"
+"""Shown with every output of a model whose config says `trained_on_synthetic_data`."""
 
 ENCODERS = ("r2plus1d_34", "r2plus1d_tiny", "r2plus1d_18", "r3d_18", "mc3_18", "videomae", "auto", "none")
 AGGREGATIONS = ("mean", "lstm", "blstm", "gru", "bgru")
@@ -60,7 +64,12 @@ class GesturesConfig(PretrainedConfig):
         dropout (`float`, *optional*, defaults to 0.0):
             Dropout before the final linear layer.
         class_weights (`list[float]`, *optional*):
-            Per-class weights of the cross-entropy loss computed when `labels` are given.
+            Per-class weights of the cross-entropy loss computed when `labels` are given. Weights that do not fit the
+            labels (e.g. after `from_pretrained(..., num_labels=3, ignore_mismatched_sizes=True)`) are dropped with a
+            warning: the loss is then unweighted.
+        trained_on_synthetic_data (`bool`, *optional*, defaults to `False`):
+            The weights were trained on the package's synthetic videos only (a demo, not for clinical use). It travels
+            with the model (save, push, Hub load), and predictions, the pipeline, the Space and the card say so.
         id2label / label2id:
             Class names; `{0: "FOS", 1: "TCS"}` by default.
     """
@@ -86,6 +95,7 @@ class GesturesConfig(PretrainedConfig):
         num_layers: int = 1,
         dropout: float = 0.0,
         class_weights: list[float] | None = None,
+        trained_on_synthetic_data: bool = False,
         **kwargs: Any,
     ) -> None:
         if encoder not in ENCODERS:
@@ -113,8 +123,6 @@ class GesturesConfig(PretrainedConfig):
         if not kwargs.get("label2id"):
             kwargs["label2id"] = {name: int(index) for index, name in kwargs["id2label"].items()}
         super().__init__(**kwargs)
-        if class_weights is not None and len(class_weights) != self.num_labels:
-            raise ValueError(f"class_weights has {len(class_weights)} entries for {self.num_labels} labels.")
 
         self.encoder = encoder
         self.encoder_config = encoder_config
@@ -137,6 +145,21 @@ class GesturesConfig(PretrainedConfig):
         self.num_layers = num_layers
         self.dropout = dropout
         self.class_weights = class_weights
+        self.trained_on_synthetic_data = bool(trained_on_synthetic_data)
+        self.drop_unfit_class_weights()
+
+    def drop_unfit_class_weights(self) -> None:
+        """Forget `class_weights` (with a warning) when their number differs from the number of labels."""
+        if self.class_weights is not None and len(self.class_weights) != self.num_labels:
+            warnings.warn(f"class_weights has {len(self.class_weights)} entries for {self.num_labels} labels "
+                          f"({', '.join(map(str, self.id2label.values()))}); dropping them: the loss is unweighted.",
+                          UserWarning, stacklevel=2)
+            self.class_weights = None
+
+    @property
+    def notice(self) -> str | None:
+        """The demo notice for models trained on synthetic data, else None."""
+        return SYNTHETIC_NOTICE if self.trained_on_synthetic_data else None
 
     @property
     def snippet_duration(self) -> float:
