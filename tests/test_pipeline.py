@@ -168,6 +168,7 @@ def test_in_process_pipeline_and_auto_video_processor(demo_dir, cohort):
     for pipe in (pipeline(PIPELINE_NAME, model=str(demo_dir)), pipeline(model=str(demo_dir), trust_remote_code=True)):
         assert type(pipe).__name__ == "GesturesVideoClassificationPipeline"  # the package's, or the folder's copy
         assert [s["label"] for s in pipe(str(video), top_k=1)] == ["TCS"]
+        assert [[s["label"] for s in one] for one in pipe([video, str(video)], top_k=1)] == [["TCS"], ["TCS"]]
     with pytest.raises(TypeError, match="Unknown argument.*frames_per_second"):
         pipe(str(video), frames_per_second=3)
 

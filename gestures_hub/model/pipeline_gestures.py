@@ -8,6 +8,7 @@ features are kept, then the aggregator and classifier see the whole sequence.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,7 @@ class GesturesVideoClassificationPipeline(Pipeline):
 
     def __call__(self, inputs: Any, **kwargs: Any) -> Any:
         """One video (a path or decoded frames) gives one result; a list of paths gives a list, one video at a time."""
-        if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str):
+        if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], (str, os.PathLike)):
             return [self(video, **kwargs) for video in inputs]
         return super().__call__(inputs, **kwargs)
 
