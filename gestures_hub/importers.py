@@ -28,6 +28,17 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or that does not fit the model."""
 
 
+REFUSED_PICKLE_MARKERS = ("unsupported global", "unsupported class")
+"""How torch's ``weights_only`` loader words a pickle that holds more than tensors (its case varies by version)."""
+
+
+def _pickle_reason(error: pickle.UnpicklingError) -> str:
+    """The specific line of torch's unpickling error, without its advice about ``weights_only``."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    return next((line for line in reversed(lines) if line and "weights_only" not in line and "torch.load" not in line),
+                type(error).__name__)
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict of tensors; pickles are only unpickled with ``weights_only=True``."""
     path = Path(path)
@@ -42,9 +53,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path}: not a readable safetensors file ({error}).") from error
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if not any(marker in str(error) for marker in ("Unsupported global", "Unsupported class")):
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error}).") from error
+    except pickle.UnpicklingError as error:  # torch's text advises weights_only=False: never repeat it
+        if not any(marker in str(error).lower() for marker in REFUSED_PICKLE_MARKERS):
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_pickle_reason(error)}).") from error
         raise CheckpointError(
             f"{path}: refused to load. The file is a pickle that holds more than tensors (e.g. code or custom "
             "classes), and only weights_only loading is allowed. Re-save it as a plain state dict of tensors "
