@@ -1,8 +1,10 @@
 """Time the ablation grid of ``gestures reproduce`` on a synthetic features dataset shaped like the paper's.
 
-The dataset has 183 videos (92 seizures of 68 patients, both camera views but one; 106 FOS and 77 TCS videos) of
-512-d features, one per start frame at 15 fps (stride 1), for seizures of 15 s to 3 min (log-uniform): 218 to 2693
-vectors per video. The grid is the paper's: mean/LSTM/BLSTM x 2/4/8/16 segments x gamma 1/2/4/middle x 10 folds.
+The dataset is shaped like the study's (GESTURES.md): 183 seizures (106 FOS, 77 TCS) of 68 patients, two camera views
+each with 6 views discarded (patient out of view): 366 streams. Durations are log-normal around the paper's medians,
+within its ranges (FOS median 53 s, 16-701 s; TCS median 93 s, 51-1098 s), about 298 minutes per view. Features are
+512-d, one per start frame at 15 fps (stride 1), as the original code extracted them. The grid is the paper's:
+mean/LSTM/BLSTM x 2/4/8/16 segments x gamma 1/1.25/2/4/middle (60 settings) x 10 folds.
 
     python benchmarks/train_grid.py                     # the full grid, one protocol, 400 epochs
     python benchmarks/train_grid.py --epochs 10         # quick: time 10 epochs and project to 400
@@ -29,27 +31,41 @@ TARGET_SECONDS = 15 * 60
 PAPER_EPOCHS = 400
 
 
+def paper_durations(rng: np.random.Generator) -> tuple[list[int], list[float]]:
+    """Labels (1 = TCS) and durations (s) of 183 seizures with the paper's medians and ranges."""
+    sigma = 0.82  # log-normal spread that gives about 298 minutes in all with these medians
+    labels, durations = [], []
+    for label, count, median, low, high in ((0, 106, 53.0, 16.0, 701.0), (1, 77, 93.0, 51.0, 1098.0)):
+        drawn = np.clip(median * np.exp(sigma * rng.standard_normal(count)), low, high)
+        drawn[:2] = low, high  # the extremes of the range
+        drawn[2] = median
+        labels += [label] * count
+        durations += drawn.tolist()
+    return labels, durations
+
+
 def make_dataset(out_dir: Path, seed: int = 0, feature_dim: int = 512) -> Path:
     """Write the synthetic features dataset to ``out_dir``: TCS videos carry a weak late, sustained signal."""
     rng = np.random.default_rng(seed)
-    labels = [1] * 38 + [0] * 53 + [1]  # per seizure; the last one has a single view
+    labels, durations = paper_durations(rng)
     patients = np.concatenate([np.arange(68), rng.integers(0, 68, size=len(labels) - 68)])
+    discarded = set(rng.choice(len(labels) * 2, size=6, replace=False).tolist())  # (seizure * 2 + view)
     settings = FeatureSettings(encoder="synthetic", fps=15.0, frames_per_snippet=8, stride=1, feature_dim=feature_dim,
-                               image_size=112, synthetic=True)
+                               image_size=112, geometry="crop_and_pad", synthetic=True)
     direction = rng.standard_normal(feature_dim).astype(np.float32)
     with FeatureShardWriter(out_dir, settings, videos_per_shard=16) as writer:
-        for seizure, (label, patient) in enumerate(zip(labels, patients, strict=True)):
-            duration = float(np.exp(rng.uniform(np.log(15), np.log(180))))
+        for seizure, (label, patient, duration) in enumerate(zip(labels, patients, durations, strict=True)):
             length = int(duration * 15) - 8 + 1
             onset = int(rng.uniform(0.3, 0.7) * length) if label else None
-            for view in ("Large", "Small")[: 1 if seizure == len(labels) - 1 else 2]:
+            for number, view in enumerate(("Large", "Small")):
                 features = np.abs(rng.standard_normal((length, feature_dim), dtype=np.float32))
                 if onset is not None:
                     features[onset:] += 0.3 * direction
                 writer.add({
-                    "video": f"{patient:03d}_{seizure:02d}_{view[0]}", "patient": f"{patient:03d}",
-                    "seizure": f"{seizure:02d}", "view": view, "label": label, "duration": duration,
+                    "video": f"{patient:03d}_{seizure:03d}_{view[0]}", "patient": f"{patient:03d}",
+                    "seizure": f"{seizure:03d}", "view": view, "label": label, "duration": duration,
                     "onset_bilateral": None if onset is None else onset / 15, "num_snippets": length,
+                    "discarded": seizure * 2 + number in discarded,
                     "start_times": np.arange(length, dtype=np.float32) / 15, "features": features,
                 })
     return out_dir
@@ -59,7 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help="epochs to run (projected to 400)")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--protocols", nargs="+", default=["seizure"], choices=("seizure", "patient"))
+    parser.add_argument("--protocols", nargs="+", default=["seizure"], choices=("seizure", "seizure-duration",
+                                                                             "patient"))
     parser.add_argument("--aggregations", nargs="+", default=["mean", "lstm", "blstm"])
     parser.add_argument("--segments", nargs="+", type=int, default=[2, 4, 8, 16])
     parser.add_argument("--features", type=Path, help="reuse this dataset instead of writing a new one")
@@ -77,7 +94,9 @@ def main() -> None:
                                      aggregations=args.aggregations, segments=args.segments, epochs=args.epochs,
                                      workers=args.workers, precision=args.precision)
         bank = load_bank(options)
-        print(f"{len(bank)} videos, {bank.features.shape[0]} vectors of {bank.features.shape[1]} features "
+        minutes = bank.table.drop_duplicates(["patient", "seizure"])["duration"].sum() / 60
+        print(f"{len(bank)} videos ({int(bank.table['discarded'].sum())} discarded), {minutes:.0f} minutes per view, "
+              f"{bank.features.shape[0]} vectors of {bank.features.shape[1]} features "
               f"({bank.features.numel() * 4 / 2**30:.2f} GiB); torch threads {torch.get_num_threads()}, "
               f"workers {args.workers}, LSTM matrix products in {compute_dtype(args.precision, 'cpu')}; load average "
               f"{os.getloadavg()[0]:.2f}")

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
 from .features import DATA_DIRNAME, LABEL_NAMES, SHARD_PREFIX, read_settings, shard_paths
+from .metrics import EVALUATION_TITLES, SEIZURE_LEVEL
 
 CONFIG_FILE = "config.json"
 TRAINING_ARGS_FILE = "training_args.json"
@@ -57,6 +58,9 @@ EVALUATION_MODES = {
     "middle": "one snippet at the centre of each of the `num_segments` segments (the paper's validation sampling)",
     "dense": "every snippet of the video",
 }
+EVALUATION_MODES.update({f"{mode}{SEIZURE_LEVEL}": f"{text}; per seizure: the mean of its views' TCS probabilities, "
+                         "thresholded at 0.5 (the paper's headline numbers)"
+                         for mode, text in EVALUATION_MODES.items()})
 ENCODERS = {
     "r2plus1d_34": "R(2+1)D-34, pretrained on IG-65M and fine-tuned on Kinetics-400 (frozen)",
     "r2plus1d_18": "torchvision R(2+1)D-18, Kinetics-400",
@@ -161,6 +165,11 @@ def _confusion(matrix: list[list[int]] | None) -> str:
     return f"TN {tn} · FP {fp} · FN {fn} · TP {tp}"
 
 
+def _count(matrix: list[list[int]] | None) -> int | None:
+    """How many predictions a confusion matrix holds."""
+    return None if matrix is None else int(sum(map(sum, matrix)))
+
+
 def protocol_description(protocol: dict[str, Any]) -> str:
     """The cross-validation protocol in words."""
     return protocol.get("description") or f"{protocol['group_by']}-grouped {protocol['folds']}-fold cross-validation"
@@ -173,7 +182,7 @@ def _evaluation_modes(cv_metrics: dict[str, Any]) -> list[dict[str, Any]]:
         folds = [
             {
                 "fold": fold["fold"],
-                "num_val": fold.get("num_val", "–"),
+                "num_val": _count(fold[mode].get("confusion_matrix")) or fold.get("num_val", "–"),
                 "best_epoch": fold.get("best_epoch", "–"),
                 "values": [_fmt(fold[mode].get(key)) for key in TABLE_METRICS],
                 "confusion": _confusion(fold[mode].get("confusion_matrix")),
@@ -184,9 +193,11 @@ def _evaluation_modes(cv_metrics: dict[str, Any]) -> list[dict[str, Any]]:
         mean, sd, pooled = summary.get("mean", {}), summary.get("std", {}), summary.get("pooled", {})
         modes.append({
             "name": mode,
+            "title": EVALUATION_TITLES.get(mode, mode).capitalize(),
             "description": EVALUATION_MODES.get(mode, mode),
             "folds": folds,
-            "num_val": sum(fold.get("num_val", 0) for fold in cv_metrics["folds"] if mode in fold),
+            "num_val": _count(pooled.get("confusion_matrix")) or sum(fold.get("num_val", 0) for fold in
+                                                                     cv_metrics["folds"] if mode in fold),
             "mean_sd": [_fmt_mean_sd(mean.get(key), sd.get(key)) for key in TABLE_METRICS],
             "pooled": [_fmt(pooled.get(key)) for key in TABLE_METRICS],
             "pooled_confusion": _confusion(pooled.get("confusion_matrix")),
@@ -223,9 +234,10 @@ def eval_results(cv_metrics: dict[str, Any], *, dataset_id: str | None = None) -
                 dataset_args=dataset_args,
                 metric_type=metric_type,
                 metric_value=round(value, 4),
-                metric_name=f"{display} ({mode} snippets, mean of {protocol['folds']} folds)",
+                metric_name=f"{display} ({EVALUATION_TITLES.get(mode, mode)}, mean of {protocol['folds']} folds)",
                 metric_args={
-                    "snippets": mode,
+                    "snippets": mode.removesuffix(SEIZURE_LEVEL),
+                    "level": "seizure" if mode.endswith(SEIZURE_LEVEL) else "view",
                     "positive_label": "TCS",
                     "std": None if std is None else round(std, 4),
                     "pooled": None if pooled is None else round(pooled, 4),

@@ -212,6 +212,7 @@ def extract(
         stride=stride or config.frames_per_snippet,
         feature_dim=config.feature_dim,
         image_size=config.image_size,
+        geometry=config.frame_geometry,
         model=str(model) if weights is None else f"{model} + {Path(weights).name}",
         pretrained=pretrained,
         synthetic=any(row.synthetic for row in rows),

@@ -61,6 +61,9 @@ class FeatureSettings:
     """False when the encoder had random weights (only useful for tests)."""
     synthetic: bool = False
     """True when the videos are the package's synthetic cohort."""
+    geometry: str = "center_crop"
+    """How frames became ``image_size`` squares (``GesturesConfig.frame_geometry``): ``"crop_and_pad"`` (the paper's)
+    or ``"center_crop"``; datasets written before the setting existed are centre crops."""
     package_version: str = field(default=__version__)
 
     def __post_init__(self) -> None:
@@ -105,6 +108,7 @@ def feature_schema(feature_dim: int) -> datasets.Features:
             "label": datasets.ClassLabel(names=list(LABEL_NAMES)),
             "duration": datasets.Value("float32"),
             "onset_bilateral": datasets.Value("float32"),
+            "discarded": datasets.Value("bool"),
             "num_snippets": datasets.Value("int32"),
             "start_times": datasets.List(datasets.Value("float32")),
             "features": datasets.Array2D(shape=(None, feature_dim), dtype="float32"),
@@ -169,6 +173,9 @@ def validate_row(row: Mapping[str, Any], feature_dim: int) -> dict[str, Any]:
     onset = row.get("onset_bilateral")
     if onset is not None and _as_float(onset) is None:
         raise fail(f"onset_bilateral must be a finite number or None, got {onset!r}")
+    discarded = row.get("discarded", False)
+    if not isinstance(discarded, (bool, np.bool_)):
+        raise fail(f"discarded must be true or false, got {discarded!r}")
     strings = {}
     for key in ("patient", "seizure", "view"):
         value = row.get(key, "")
@@ -181,6 +188,7 @@ def validate_row(row: Mapping[str, Any], feature_dim: int) -> dict[str, Any]:
         "label": label,
         "duration": duration,
         "onset_bilateral": None if onset is None else float(onset),
+        "discarded": bool(discarded),
         "num_snippets": int(feats.shape[0]),
         "start_times": starts,
         "features": feats,

@@ -36,7 +36,8 @@ from .sampling import pad_features
 def frame_cache_path(path: Path, config: GesturesConfig, folder: Path) -> Path:
     """Where the frames of video ``path`` decoded for ``config`` (fps, image size) are cached."""
     stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{config.fps!r}|{config.image_size}"
+    key = (f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{config.fps!r}|{config.image_size}|"
+           f"{config.frame_geometry}")
     return folder / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
 
 
@@ -44,7 +45,8 @@ def cached_frames(path: Path, config: GesturesConfig, folder: Path) -> np.ndarra
     """The frames of a video, ``(frames, size, size, 3)`` uint8, memory-mapped; decoded and cached on first use."""
     cache = frame_cache_path(path, config, folder)
     if not cache.is_file():
-        frames = np.stack([rgb for _, rgb in iter_frames(path, fps=config.fps, size=config.image_size)])
+        frames = np.stack([rgb for _, rgb in iter_frames(path, fps=config.fps, size=config.image_size,
+                                                         geometry=config.frame_geometry)])
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(cache, lambda file: np.save(file, frames))
     return np.load(cache, mmap_mode="r")
@@ -97,7 +99,8 @@ class VideoBank(LabelledVideos):
                              f"{output_dir / FAILURES_FILENAME}.")
         frames = [cached_frames(row.path, config, cache) for row in usable]
         settings = {"frames_per_snippet": config.frames_per_snippet, "stride": 1, "fps": config.fps,
-                    "image_size": config.image_size, "synthetic": any(row.synthetic for row in usable)}
+                    "image_size": config.image_size, "geometry": config.frame_geometry,
+                    "synthetic": any(row.synthetic for row in usable)}
         return cls(frames, _table(usable, frames, config.fps), encoder, settings, str(manifest), dense_stride,
                    dense_batch)
 
@@ -158,6 +161,7 @@ def _table(rows: list[ManifestRow], frames: list[np.ndarray], fps: float) -> pd.
         "seizure": [row.seizure for row in rows], "view": [row.view for row in rows],
         "label": [LABEL_NAMES.index(row.label) for row in rows], "duration": [len(f) / fps for f in frames],
         "onset_bilateral": [np.nan if row.onset_bilateral is None else row.onset_bilateral for row in rows],
+        "discarded": False,
     })
 
 

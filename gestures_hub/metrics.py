@@ -1,7 +1,9 @@
 """FOS vs TCS classification metrics (TCS is the positive class), their aggregation across folds, and tables.
 
 A prediction is TCS when the TCS probability (softmax of the two logits) is above 0.5, which is the argmax of the
-logits. Undefined ratios (e.g. precision with no predicted TCS) are 0; AUROC is ``None`` when the labels hold one class.
+logits. Metrics are per view (one video per camera view) and per seizure: the paper's headline numbers average the
+TCS probabilities of a seizure's views and threshold that consensus at 0.5 (:func:`seizure_consensus`). Undefined
+ratios (e.g. precision with no predicted TCS) are 0; AUROC is ``None`` when the labels hold one class.
 Across folds, ``mean`` and ``std`` (sample standard deviation, ``ddof=1``; ``None`` with fewer than two folds) are
 taken over the per-fold values, and ``pooled`` is computed once on the concatenated predictions of all folds.
 """
@@ -12,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -32,6 +35,23 @@ TITLES = {
     "auroc": "AUROC",
 }
 EVALUATIONS = {"middle": "middle snippets", "dense": "all snippets"}
+SEIZURE_LEVEL = "_seizure"
+"""Suffix of the per-seizure evaluations: ``middle_seizure`` is the consensus of the views' ``middle`` predictions."""
+EVALUATION_TITLES = {**EVALUATIONS, **{f"{name}{SEIZURE_LEVEL}": f"{title}, per seizure"
+                                       for name, title in EVALUATIONS.items()}}
+
+
+def seizure_consensus(patients: Sequence[str], seizures: Sequence[str], labels: Sequence[int],
+                      tcs_probabilities: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per seizure (``patient``, ``seizure``), in order of first appearance: its label and the mean TCS probability
+    of its views, the paper's consensus (a seizure with one usable view is its own consensus)."""
+    frame = pd.DataFrame({"patient": list(map(str, patients)), "seizure": list(map(str, seizures)),
+                          "label": np.asarray(labels, dtype=int), "p": np.asarray(tcs_probabilities, dtype=float)})
+    grouped = frame.groupby(["patient", "seizure"], sort=False)
+    conflicting = grouped["label"].nunique()
+    if (conflicting > 1).any():
+        raise ValueError(f"Views of one seizure have different labels: {conflicting[conflicting > 1].index.tolist()}")
+    return grouped["label"].first().to_numpy(), grouped["p"].mean().to_numpy()
 
 
 def classification_metrics(labels: Sequence[int], tcs_probabilities: Sequence[float]) -> dict[str, Any]:
@@ -68,6 +88,31 @@ def summarize(
         mean[name] = float(values.mean()) if len(values) else None
         std[name] = float(values.std(ddof=1)) if len(values) > 1 else None
     return {"mean": mean, "std": std, "pooled": classification_metrics(labels, tcs_probabilities)}
+
+
+def fold_metrics(patients: Sequence[str], seizures: Sequence[str], labels: Sequence[int],
+                 probabilities: Mapping[str, Sequence[float]]) -> dict[str, dict[str, Any]]:
+    """:func:`classification_metrics` of one fold's validation predictions, per evaluation (``middle``, ...): per view
+    under its name, and per seizure (:func:`seizure_consensus`) under ``<name>_seizure``."""
+    metrics = {}
+    for name, values in probabilities.items():
+        metrics[name] = classification_metrics(labels, values)
+        metrics[name + SEIZURE_LEVEL] = classification_metrics(*seizure_consensus(patients, seizures, labels, values))
+    return metrics
+
+
+def summarize_folds(folds: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`summarize` of every evaluation of :func:`fold_metrics`, per view and per seizure. Each fold holds its
+    metrics and its validation ``patients``, ``seizures``, ``labels`` and ``probabilities`` (per evaluation)."""
+    patients, seizures, labels = (np.concatenate([fold[key] for fold in folds]) for key in
+                                  ("patients", "seizures", "labels"))
+    summary = {}
+    for name in folds[0]["probabilities"]:
+        values = np.concatenate([fold["probabilities"][name] for fold in folds])
+        summary[name] = summarize([fold[name] for fold in folds], labels, values)
+        summary[name + SEIZURE_LEVEL] = summarize([fold[name + SEIZURE_LEVEL] for fold in folds],
+                                                  *seizure_consensus(patients, seizures, labels, values))
+    return summary
 
 
 def spread_metrics(labels: Sequence[int], onsets: Sequence[float | None],
@@ -119,10 +164,16 @@ def metrics_markdown(report: Mapping[str, Any]) -> str:
     ]
     rows = []
     for evaluation, summary in report["summary"].items():
-        label = EVALUATIONS.get(evaluation, evaluation)
+        label = EVALUATION_TITLES.get(evaluation, evaluation)
         rows.append([f"{label}, mean ± sd"] + [format_value(summary["mean"][m], summary["std"][m]) for m in METRICS])
         rows.append([f"{label}, pooled"] + [format_value(summary["pooled"][m]) for m in METRICS])
     lines += [markdown_table(["Evaluation"] + [TITLES[m] for m in METRICS], rows), ""]
+    for evaluation, summary in report["summary"].items():
+        if evaluation.endswith(SEIZURE_LEVEL):
+            (tn, fp), (fn, tp) = summary["pooled"]["confusion_matrix"]
+            lines += [f"Per seizure ({EVALUATIONS[evaluation.removesuffix(SEIZURE_LEVEL)]}), pooled: {tp} TP, {tn} TN, "
+                      f"{fp} FP, {fn} FN over {tn + fp + fn + tp} seizures (the mean of the views' TCS probabilities, "
+                      "thresholded at 0.5).", ""]
     evaluations = list(report["summary"])
     header = ["Fold", "Videos", "Best epoch"] + [
         f"{TITLES[m]} ({evaluation})" for evaluation in evaluations for m in ("accuracy", "f1")

@@ -50,9 +50,9 @@ PRESETS: dict[str, Preset] = {
                {"encoder": "r2plus1d_18"}),
         Preset("r3d_18", "torchvision R3D-18 encoder with a BLSTM head.", {"encoder": "r3d_18"}),
         Preset("mc3_18", "torchvision MC3-18 encoder with a BLSTM head.", {"encoder": "mc3_18"}),
-        Preset("gestures-demo", "The demo model's layout: compact R(2+1)D (128-d) on 8 frames @ 15 fps, 64x64, "
-               "BLSTM(64); trained weights ship in gestures_hub/demo_model (synthetic data only).",
-               {"encoder": "r2plus1d_tiny", "image_size": 64}),
+        Preset("gestures-demo", "The demo model's layout: compact R(2+1)D (128-d) on 8 frames @ 15 fps, 64x64 centre "
+               "crops, BLSTM(64); trained weights ship in gestures_hub/demo_model (synthetic data only).",
+               {"encoder": "r2plus1d_tiny", "image_size": 64, "frame_geometry": "center_crop"}),
         Preset("tiny-features", "Tests: 16-d features, BLSTM(8), 4 segments.",
                {"encoder": "none", "feature_dim": 16, "hidden_size": 8, "num_segments": 4}),
         Preset("tiny-videomae", "Tests: a 2-layer 32-d VideoMAE on 4-frame 32x32 snippets, BLSTM(8).",

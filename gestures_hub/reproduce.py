@@ -2,7 +2,7 @@
 
 ::
 
-    gestures reproduce --features DIR --output-dir runs/grid        # both protocols, 2 x 48 settings x 10 folds
+    gestures reproduce --features DIR --output-dir runs/grid        # both protocols, 2 x 60 settings x 10 folds
 
 Every model of the grid is trained exactly as ``gestures train`` would train it (same initialisation, the same
 shuffles and snippet draws from ``--seed`` and the epoch, AdamW, best epoch by validation F1), but all models that
@@ -23,8 +23,10 @@ uses it only there, since emulated bfloat16 is much slower than float32. ``bench
 times the grid. ``--device`` runs the stacks on another torch device, e.g. ``cuda``.
 
 ``--loss original`` (the paper code's loss) is the default here, for an exact reproduction. Outputs:
-``<protocol>/grid.json`` (per setting: the folds' metrics with middle and dense evaluation, and their summary) and
-``reproduce.md`` (one table per protocol, shaped like the paper's ablation table).
+``<protocol>/grid.json`` (per setting: the folds' metrics with middle and dense evaluation, per view and per seizure,
+and their summary; the test between settings) and ``reproduce.md`` (one table per protocol, shaped like the paper's
+ablation table, with the per-seizure consensus and a one-tailed Mann-Whitney U test, Bonferroni-corrected, of the best
+setting against each other one).
 """
 
 from __future__ import annotations
@@ -45,11 +47,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import mannwhitneyu
 from torch import nn
 from tqdm.auto import tqdm
 
 from .extract import native_bf16
-from .metrics import classification_metrics, format_value, markdown_table, summarize
+from .metrics import SEIZURE_LEVEL, fold_metrics, format_value, markdown_table, summarize_folds
 from .model.modeling_gestures import GesturesForVideoClassification
 from .sampling import parse_gamma
 from .splits import cross_validation_folds
@@ -71,6 +74,8 @@ from .train import (
 )
 
 GRID_AGGREGATIONS = ("mean", "lstm", "blstm")
+COMPARISON_METRIC, COMPARISON_EVALUATION = "f1", "middle" + SEIZURE_LEVEL
+"""What the test between settings compares: per-fold F1 of the per-seizure consensus, the paper's headline level."""
 
 
 @dataclass
@@ -85,8 +90,10 @@ class ReproduceArguments:
     aggregations: list[str] = field(default_factory=lambda: list(GRID_AGGREGATIONS),
                                     metadata={"nargs": "+", "choices": GRID_AGGREGATIONS})
     segments: list[int] = field(default_factory=lambda: [2, 4, 8, 16], metadata={"nargs": "+", "type": int})
-    gammas: list[float | str] = field(default_factory=lambda: [1.0, 2.0, 4.0, "middle"],
-                                      metadata={"nargs": "+", "type": gamma_type})
+    gammas: list[float | str] = field(default_factory=lambda: [1.0, 1.25, 2.0, 4.0, "middle"],
+                                      metadata={"nargs": "+", "type": gamma_type,
+                                                "help": "Beta(gamma, gamma) jitters: the paper's uniform, near "
+                                                        "semi-elliptic, parabolic, near Gaussian and Dirac delta"})
     folds: int = 10
     epochs: int = 400
     batch_size: int = 64
@@ -96,6 +103,11 @@ class ReproduceArguments:
     loss: str = field(default="original", metadata={"choices": LOSSES})
     seed: int = 0
     drop_short: bool = field(default=False, metadata={"help": "leave out videos too short for the most segments"})
+    min_seizure_duration: float | None = field(default=None, metadata={
+        "help": "seconds; shorter seizures are left out and listed (none: 15 for the seizure-wise protocols, as in "
+        "the paper's code, 0 for patient)"})
+    evaluate_discarded: bool = field(default=False, metadata={
+        "help": "validate on views marked discarded, never train on them (the paper's text); default: leave them out"})
     device: str = field(default="cpu", metadata={"help": "torch device of the stacks, e.g. cuda"})
     precision: str = field(default="auto", metadata={
         "choices": ("auto", "fp32", "bf16"),
@@ -113,7 +125,8 @@ class ReproduceArguments:
             features=self.features, output_dir=self.output_dir, aggregation=aggregation, num_segments=num_segments,
             gamma=gamma, hidden_size=self.hidden_size, folds=self.folds, group_by=group_by, epochs=self.epochs,
             batch_size=self.batch_size, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
-            loss=self.loss, seed=self.seed,
+            loss=self.loss, seed=self.seed, min_seizure_duration=self.min_seizure_duration,
+            evaluate_discarded=self.evaluate_discarded,
         )
 
 
@@ -577,7 +590,9 @@ def plan_stacks(bank: FeatureBank, options: ReproduceArguments) -> list[StackSpe
     """One stack per protocol, aggregation and number of segments, with every gamma and fold in it."""
     specs = []
     for protocol in options.protocols:
-        splits = cross_validation_folds(bank.table, options.folds, group_by=protocol, seed=options.seed)
+        splits = cross_validation_folds(bank.table, options.folds, group_by=protocol, seed=options.seed,
+                                        min_seizure_duration=options.min_seizure_duration,
+                                        evaluate_discarded=options.evaluate_discarded)
         for aggregation in options.aggregations:
             for num_segments in options.segments:
                 pairs = [(gamma, fold) for gamma in options.gammas for fold in range(options.folds)]
@@ -611,8 +626,8 @@ def run_grid(options: ReproduceArguments, bank: FeatureBank | None = None) -> li
 
 
 def grid_report(bank: FeatureBank, options: ReproduceArguments, results: list[StackResult]) -> dict[str, Any]:
-    """Per protocol and setting: each fold's metrics (middle and dense) and their summary."""
-    labels = bank.labels
+    """Per protocol and setting: each fold's metrics (middle and dense, per view and per seizure), their summary, and
+    the one-tailed Mann-Whitney U test of the best setting against each other one."""
     report: dict[str, Any] = {"settings": dataclasses.asdict(options), "protocols": {}}
     for protocol in options.protocols:
         rows = []
@@ -622,49 +637,74 @@ def grid_report(bank: FeatureBank, options: ReproduceArguments, results: list[St
                     models = [(result, m) for result in results if result.spec.protocol == protocol
                               and result.spec.aggregation == aggregation and result.spec.num_segments == num_segments
                               for m, g in enumerate(result.spec.gammas) if g == gamma]
-                    rows.append(_setting_entry(labels, aggregation, num_segments, gamma, models))
+                    rows.append(_setting_entry(bank, aggregation, num_segments, gamma, models))
         report["protocols"][protocol] = {"description": PROTOCOLS[protocol].format(k=options.folds),
-                                         "settings": rows}
+                                         "comparison": compare_settings(rows), "settings": rows}
     return report
 
 
-def _setting_entry(labels: np.ndarray, aggregation: str, num_segments: int, gamma: float | str,
+def _setting_entry(bank: FeatureBank, aggregation: str, num_segments: int, gamma: float | str,
                    models: list[tuple[StackResult, int]]) -> dict[str, Any]:
     folds = []
     for result, m in sorted(models, key=lambda item: item[0].spec.folds[item[1]]):
         fold = result.spec.folds[m]
-        fold_labels = labels[result.spec.splits[fold][1]]
-        folds.append({"fold": fold, "num_val": len(fold_labels), "best_epoch": result.best_epochs[m],
-                      "labels": fold_labels,
-                      **{name: classification_metrics(fold_labels, values)
-                         for name, values in result.probabilities[m].items()},
-                      "probabilities": result.probabilities[m]})
-    summary = {name: summarize([fold[name] for fold in folds], np.concatenate([fold["labels"] for fold in folds]),
-                               np.concatenate([fold["probabilities"][name] for fold in folds]))
-               for name in ("middle", "dense")}
+        val = result.spec.splits[fold][1]
+        rows = bank.table.iloc[val]
+        folds.append({"fold": fold, "num_val": len(val), "best_epoch": result.best_epochs[m],
+                      "patients": rows["patient"].to_numpy(), "seizures": rows["seizure"].to_numpy(),
+                      "labels": bank.labels[val], "probabilities": result.probabilities[m],
+                      **fold_metrics(rows["patient"], rows["seizure"], bank.labels[val], result.probabilities[m])})
+    summary = summarize_folds(folds)
     return {"aggregation": aggregation, "num_segments": num_segments, "gamma": gamma,
-            "folds": [{key: fold[key] for key in ("fold", "num_val", "best_epoch", "middle", "dense")}
-                      for fold in folds],
+            "folds": [{key: fold[key] for key in ("fold", "num_val", "best_epoch", *summary)} for fold in folds],
             "summary": summary}
 
 
+def compare_settings(settings: Sequence[dict[str, Any]], metric: str = COMPARISON_METRIC,
+                     evaluation: str = COMPARISON_EVALUATION) -> dict[str, Any]:
+    """The paper's test between settings: the best setting (highest mean per-fold ``metric``) against each other
+    one, a one-tailed Mann-Whitney U over their per-fold values (H1: the best is greater), Bonferroni-corrected for
+    the number of comparisons (p x comparisons, at most 1). ``p_values`` follows the order of ``settings`` (None for
+    the best itself)."""
+    values = [[fold[evaluation][metric] for fold in entry["folds"]] for entry in settings]
+    best = int(np.argmax([np.mean(v) for v in values]))
+    comparisons = len(settings) - 1
+    p_values: list[float | None] = [
+        None if index == best else min(1.0, float(mannwhitneyu(values[best], other, alternative="greater").pvalue)
+                                       * comparisons)
+        for index, other in enumerate(values)]
+    return {"metric": metric, "evaluation": evaluation, "best": best, "comparisons": comparisons,
+            "p_values": p_values}
+
+
 def grid_markdown(report: dict[str, Any]) -> str:
-    """One table per protocol: a row per setting, like the paper's ablation table (TCS positive)."""
+    """One table per protocol: a row per setting, like the paper's ablation table (TCS positive), with the
+    per-seizure consensus, its pooled confusion counts and the test against the best setting."""
     titles = {"mean": "Mean", "lstm": "LSTM", "blstm": "BLSTM"}
     header = ["Aggregation", "Segments", "γ", "Accuracy", "Precision", "Recall", "F1", "F1 (pooled)",
-              "F1 (all snippets)"]
+              "F1 (all snippets)", "Seizure accuracy", "Seizure F1", "Seizures TP/TN/FP/FN", "p vs best"]
     lines = ["# GESTURES ablation grid", ""]
     for protocol in report["protocols"].values():
-        rows = []
-        for entry in protocol["settings"]:
+        comparison, rows = protocol["comparison"], []
+        for index, entry in enumerate(protocol["settings"]):
             middle, dense = entry["summary"]["middle"], entry["summary"]["dense"]
+            seizure = entry["summary"]["middle" + SEIZURE_LEVEL]
+            (tn, fp), (fn, tp) = seizure["pooled"]["confusion_matrix"]
             gamma = "∞ (middle)" if parse_gamma(entry["gamma"]) is None else f"{float(entry['gamma']):g}"
+            p_value = comparison["p_values"][index]
             rows.append([titles[entry["aggregation"]], entry["num_segments"], gamma,
                          *(format_value(middle["mean"][m], middle["std"][m])
                            for m in ("accuracy", "precision", "recall", "f1")),
-                         format_value(middle["pooled"]["f1"]), format_value(dense["mean"]["f1"], dense["std"]["f1"])])
+                         format_value(middle["pooled"]["f1"]), format_value(dense["mean"]["f1"], dense["std"]["f1"]),
+                         format_value(seizure["mean"]["accuracy"], seizure["std"]["accuracy"]),
+                         format_value(seizure["mean"]["f1"], seizure["std"]["f1"]), f"{tp}/{tn}/{fp}/{fn}",
+                         "best" if p_value is None else f"{p_value:.3g}"])
         lines += [f"## {protocol['description'].capitalize()}", "",
-                  "Middle snippets, mean ± sd over folds unless stated.", "", markdown_table(header, rows), ""]
+                  "Middle snippets, mean ± sd over folds unless stated. Per seizure: the mean of the views' TCS "
+                  "probabilities, thresholded at 0.5 (the paper's headline numbers); TP/TN/FP/FN pooled over folds. "
+                  f"p vs best: one-tailed Mann-Whitney U of the per-fold {comparison['evaluation'].replace('_', ' ')} "
+                  f"{comparison['metric']} of the best setting against this one, Bonferroni-corrected for "
+                  f"{comparison['comparisons']} comparisons.", "", markdown_table(header, rows), ""]
     return "\n".join(lines)
 
 

@@ -10,10 +10,19 @@ and its last frame minus ``frames_per_snippet - 1``, so that the snippet lies in
 - ``gamma == "middle"`` (or ``inf``): the centre, ``round((first + last) / 2)`` half to even.
 
 With stride 1 (one vector per start frame, as in the original code) the drawn start frame is the
-vector index. With stride ``s`` (vector ``i`` covers frames ``[i*s, i*s + T)``) the same draws
-are made in frame units over ``(num_vectors - 1) * s + T`` frames, then each start frame maps to
-the vector whose start frame is nearest (ties to even), restricted to the vectors that start
-inside the segment's allowed range whenever that range holds one.
+vector index. With stride ``s`` (vector ``i`` covers frames ``[i*s, i*s + T)``) the segments are
+cut from the ``(num_vectors - 1) * s + T`` frames the vectors cover, and vector ``i`` stands for
+the ``s`` start frames of its window ``[i*s - s//2, i*s - s//2 + s)``: frame ``f`` maps to vector
+``(f + s//2) // s``, a nearest one (a frame halfway between two starts goes to the later, so each
+window holds exactly ``s`` frames). A segment's allowed vectors are those starting inside its
+range ``[first, last]``, ``lowest..highest`` (all vectors when none does), and the random start
+frame is drawn as above over the frames their windows cover: ``[first, last]`` cut to
+``[lowest*s - s//2, highest*s - s//2 + s - 1]``. Under ``gamma == 1`` each allowed vector is thus
+drawn with probability proportional to its window's overlap with ``[first, last]`` (``s`` frames
+for interior vectors, fewer for boundary ones), as if the paper's draw were redrawn while it
+lands outside every allowed window. A Beta draw is scaled to the same covered frames.
+``"middle"`` is the allowed vector nearest to the middle frame, ties to even. Stride 1 gives the
+paper's draws exactly.
 """
 
 from __future__ import annotations
@@ -119,19 +128,26 @@ def draw_indices(
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Draw one snippet start per segment range ``[first, last]`` (frames, arrays of any shape) and map it to
-    the nearest vector of features at ``stride``; vectorised core of :func:`segment_indices`."""
+    a vector of features at ``stride`` by the window rule of the module docstring; vectorised core of
+    :func:`segment_indices`."""
     concentration = parse_gamma(gamma)
     if concentration is not None and rng is None:
         raise ValueError(f"gamma={gamma!r} draws at random: pass a numpy Generator.")
-    if concentration is None:
-        frames = np.rint((first + last) / 2)
-    elif concentration == 1:
-        frames = rng.integers(first, last + 1)
-    else:
-        frames = np.rint(rng.beta(concentration, concentration, np.shape(first)) * (last - first) + first)
-    index = np.rint(frames / stride)
+    first, last = np.asarray(first), np.asarray(last)
     lowest, highest = -(-first // stride), last // stride
-    index = np.where(lowest <= highest, np.clip(index, lowest, highest), index)
+    allowed = lowest <= highest
+    if concentration is None:
+        index = np.rint(np.rint((first + last) / 2) / stride)
+        index = np.where(allowed, np.clip(index, lowest, highest), index)
+    else:
+        half = stride // 2
+        low = np.where(allowed, np.maximum(first, lowest * stride - half), first)
+        high = np.where(allowed, np.minimum(last, highest * stride - half + stride - 1), last)
+        if concentration == 1:
+            frames = rng.integers(low, high + 1)
+        else:
+            frames = np.rint(rng.beta(concentration, concentration, np.shape(low)) * (high - low) + low)
+        index = (frames + half) // stride
     return np.clip(index, 0, np.asarray(num_vectors) - 1).astype(np.int64)
 
 

@@ -229,9 +229,13 @@ def test_model_card_from_a_real_training_run(tmp_path):
     card = render_model_card(final, repo_id="org/gestures-synthetic-demo")
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
-    results = {(r.metric_type, r.metric_args["snippets"]): r.metric_value for r in loaded.data.eval_results}
+    results = {(r.metric_type, r.metric_args["snippets"], r.metric_args["level"]): r.metric_value
+               for r in loaded.data.eval_results}
+    assert set(metrics["summary"]) == {"middle", "middle_seizure", "dense", "dense_seizure"}
     for mode, summary in metrics["summary"].items():
-        assert results["accuracy", mode] == round(summary["mean"]["accuracy"], 4)
-        assert results["f1", mode] == round(summary["mean"]["f1"], 4)
+        key = (mode.removesuffix("_seizure"), "seizure" if mode.endswith("_seizure") else "view")
+        assert results[("accuracy", *key)] == round(summary["mean"]["accuracy"], 4)
+        assert results[("f1", *key)] == round(summary["mean"]["f1"], 4)
+    assert "### Middle snippets, per seizure" in loaded.text and "| Fold | Seizures | Best epoch |" in loaded.text
     assert "synthetic-data" in loaded.data.tags
     assert "They were not trained on their own (the paper's seizure-level loss only)" in loaded.text

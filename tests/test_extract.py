@@ -85,7 +85,8 @@ def test_extract_writes_a_dataset_that_load_dataset_opens(cohort, tiny_model, tm
     settings = read_settings(out)
     assert settings | {"package_version": None} == {
         "encoder": "videomae", "fps": 15.0, "frames_per_snippet": 4, "stride": 4, "feature_dim": 32, "image_size": 32,
-        "model": str(tiny_model), "pretrained": True, "synthetic": False, "package_version": None,
+        "model": str(tiny_model), "pretrained": True, "synthetic": False, "geometry": "crop_and_pad",
+        "package_version": None,
     }
     assert not (out / "failures.csv").exists()
 

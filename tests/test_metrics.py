@@ -99,3 +99,29 @@ def test_spread_metrics_and_their_markdown():
     assert "| Spread error (s, median) |" in text and "| 0 | 7 | 3 | 0.571 | 0.727 | 0.571 | 0.727 | 0.75 |" in text
     assert ("a spread was detected in 2 of the 3 TCS videos with a known onset, 0.75 s from it (median; mean 0.75 s), "
             "and in 1 of the 3 FOS videos.") in text
+
+
+def test_seizure_level_consensus_on_a_hand_made_table():
+    """Two views per seizure except s4; s2's views disagree (0.3 and 0.8: consensus 0.55, TCS); s3's too (0.6 and
+    0.2: 0.4, FOS)."""
+    from gestures_hub.metrics import fold_metrics, seizure_consensus, summarize_folds
+
+    patients = ["p1", "p1", "p1", "p1", "p2", "p2", "p2"]
+    seizures = ["s1", "s1", "s2", "s2", "s3", "s3", "s4"]
+    labels = [1, 1, 1, 1, 0, 0, 0]
+    probabilities = [0.9, 0.7, 0.3, 0.8, 0.6, 0.2, 0.7]
+    seizure_labels, consensus = seizure_consensus(patients, seizures, labels, probabilities)
+    assert seizure_labels.tolist() == [1, 1, 0, 0]
+    assert consensus == pytest.approx([0.8, 0.55, 0.4, 0.7])  # s4 has one view: its own consensus
+    metrics = fold_metrics(patients, seizures, labels, {"middle": probabilities})
+    assert metrics["middle_seizure"]["confusion_matrix"] == [[1, 1], [0, 2]]  # s4 a false TCS; s2 rescued
+    assert metrics["middle_seizure"]["accuracy"] == pytest.approx(3 / 4)
+    assert metrics["middle"]["confusion_matrix"] == [[1, 2], [1, 3]]  # per view: 4 of 7 right
+    assert metrics["middle"]["accuracy"] == pytest.approx(4 / 7)
+    fold = {"patients": patients, "seizures": seizures, "labels": labels, "probabilities": {"middle": probabilities},
+            **metrics}
+    summary = summarize_folds([fold, {**fold, "patients": ["q1"] * 7}])  # a second fold of other patients' seizures
+    assert summary["middle_seizure"]["pooled"]["confusion_matrix"] == [[2, 2], [0, 4]]  # 8 seizures, 2 folds
+    assert summary["middle_seizure"]["mean"]["accuracy"] == pytest.approx(3 / 4)
+    with pytest.raises(ValueError, match="different labels"):
+        seizure_consensus(["p", "p"], ["s", "s"], [0, 1], [0.5, 0.5])

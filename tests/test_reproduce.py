@@ -85,25 +85,47 @@ def test_a_stack_of_models_equals_single_runs(tmp_path, loss):
             assert result.best_epochs[m] == state.best_epoch
 
 
-def test_reproduce_writes_the_grid(tmp_path):
+def test_reproduce_writes_the_60_setting_grid_with_seizure_level_results_and_the_u_test(tmp_path):
     rng = np.random.default_rng(0)
-    sequences = [rng.normal(size=(int(rng.integers(20, 40)), 4)) + 0.7 * (i % 2) for i in range(24)]
+    # 15.3-20 s videos (kept by the seizure-wise 15 s minimum), long enough for 16 segments
+    sequences = [rng.normal(size=(int(rng.integers(230, 300)), 4)) + 0.7 * (i % 2) for i in range(24)]
     patients = [f"p{i // 2:02d}" for i in range(24)]  # two seizures per patient
     features = write_features(tmp_path / "f", sequences, [i % 2 for i in range(24)], patients=patients)
-    options = ReproduceArguments(features=features, output_dir=str(tmp_path / "grid"), segments=[2, 4],
-                                 gammas=[2, "middle"], folds=3, epochs=2, batch_size=8, hidden_size=4, workers=2)
+    options = ReproduceArguments(features=features, output_dir=str(tmp_path / "grid"), folds=3, epochs=2,
+                                 batch_size=8, hidden_size=4, workers=2)
+    assert options.gammas == [1.0, 1.25, 2.0, 4.0, "middle"] and options.segments == [2, 4, 8, 16]
     report = reproduce(options)
     table = (tmp_path / "grid" / "reproduce.md").read_text()
     for protocol in ("seizure", "patient"):
         grid = json.loads((tmp_path / "grid" / protocol / "grid.json").read_text())
         assert grid == json.loads(json.dumps(report["protocols"][protocol]))
-        assert len(grid["settings"]) == 3 * 2 * 2
+        assert len(grid["settings"]) == 60  # mean/LSTM/BLSTM x 2/4/8/16 segments x 5 gammas
         for entry in grid["settings"]:
             assert [fold["fold"] for fold in entry["folds"]] == [0, 1, 2]
             assert sum(fold["num_val"] for fold in entry["folds"]) == 24
-            assert set(entry["summary"]) == {"middle", "dense"}
-    assert table.count("| BLSTM | 4 | ∞ (middle) |") == 2  # one row per protocol
+            assert set(entry["summary"]) == {"middle", "middle_seizure", "dense", "dense_seizure"}
+            assert sum(map(sum, entry["summary"]["middle_seizure"]["pooled"]["confusion_matrix"])) == 24
+        comparison = grid["comparison"]
+        assert comparison["comparisons"] == 59 and comparison["p_values"][comparison["best"]] is None
+        assert all(0 <= p <= 1 for i, p in enumerate(comparison["p_values"]) if i != comparison["best"])
+    assert table.count("| BLSTM | 16 | 1.25 |") == 2  # one row per protocol, the paper's near semi-elliptic jitter
+    assert table.count("| best |") == 2 and "Seizures TP/TN/FP/FN" in table and "Mann-Whitney" in table
     assert "Seizure-wise 3-fold cross-validation" in table and "Patient-grouped stratified 3-fold" in table
+
+
+def test_compare_settings_is_the_one_tailed_bonferroni_corrected_u_test():
+    from scipy.stats import mannwhitneyu
+
+    from gestures_hub.reproduce import compare_settings
+
+    folds = [[0.9, 0.95, 1.0, 0.9], [0.5, 0.6, 0.55, 0.5], [0.9, 0.92, 1.0, 0.88]]
+    settings = [{"folds": [{"middle_seizure": {"f1": value}} for value in values]} for values in folds]
+    result = compare_settings(settings)
+    assert result["best"] == 0 and result["comparisons"] == 2
+    expected = [None, *(min(1.0, 2 * mannwhitneyu(folds[0], other, alternative="greater").pvalue)
+                        for other in folds[1:])]
+    assert result["p_values"] == pytest.approx(expected)
+    assert result["p_values"][1] < 0.05 < result["p_values"][2]  # clearly worse vs as good
 
 
 @pytest.mark.parametrize("steps", [1, 5])

@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from scipy.stats import chisquare
 
 from gestures_hub import features as F
 from gestures_hub.sampling import (
     SnippetSequenceDataset,
     collate_sequences,
+    draw_indices,
     min_vectors,
     parse_gamma,
     segment_indices,
@@ -125,6 +127,94 @@ def test_stride_one_uniform_equals_frame_draws():
     rng = np.random.default_rng(5)
     expected = [int(rng.integers(first, last + 1)) for first, last in original_ranges(300, 8, 8)]
     assert a.tolist() == expected
+
+
+def test_stride_one_beta_equals_frame_draws():
+    a = segment_indices(300, num_segments=8, frames_per_snippet=8, stride=1, gamma=4, rng=5)
+    rng = np.random.default_rng(5)
+    samples = rng.beta(4, 4, 8)
+    expected = [
+        round(x * (last - first) + first) for x, (first, last) in zip(samples, original_ranges(300, 8, 8), strict=True)
+    ]
+    assert a.tolist() == expected
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 4, 5, 8, 16])
+@pytest.mark.parametrize(("num_segments", "frames"), [(4, 8), (16, 8), (3, 32)])
+def test_middle_is_the_allowed_vector_nearest_the_middle_frame(num_segments, frames, stride):
+    shortest = min_vectors(num_segments, frames, stride)
+    for num_vectors in range(shortest, shortest + 40):
+        expected = []
+        for first, last in segment_ranges(num_vectors, num_segments=num_segments, frames_per_snippet=frames,
+                                          stride=stride):
+            middle = round((first + last) / 2)
+            allowed = [i for i in range(num_vectors) if first <= i * stride <= last] or range(num_vectors)
+            expected.append(min(allowed, key=lambda i: (abs(i * stride - middle), i % 2)))  # ties to even
+        indices = segment_indices(num_vectors, num_segments=num_segments, frames_per_snippet=frames, stride=stride)
+        assert indices.tolist() == expected
+
+
+NUM_DRAWS = 50_000
+
+
+def window_overlaps(first: int, last: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors starting in [first, last], and how many frames of [first, last] each one's window
+    [i*s - s//2, i*s - s//2 + s) holds."""
+    vectors = np.arange(-(-first // stride), last // stride + 1)
+    start = vectors * stride - stride // 2
+    return vectors, np.minimum(start + stride, last + 1) - np.maximum(start, first)
+
+
+def uniform_draws(ranges: list[tuple[int, int]], stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """(NUM_DRAWS, len(ranges)) gamma=1 draws with draw_indices, and with the previous rule (nearest vector by
+    np.rint, ties to even, clipped to the vectors starting in the range), both seeded with the stride."""
+    first, last = (np.broadcast_to(bound, (NUM_DRAWS, len(ranges))) for bound in np.array(ranges).T)
+    new = draw_indices(first, last, 10**6, stride=stride, gamma=1, rng=np.random.default_rng(stride))
+    frames = np.random.default_rng(stride).integers(first, last + 1)
+    old = np.clip(np.rint(frames / stride), -(-first // stride), last // stride).astype(np.int64)
+    return new, old
+
+
+def pooled_chisquare(observed: list[np.ndarray], expected: list[np.ndarray]) -> float:
+    """p-value of the chi-square test that every range's counts follow its expected counts (sum of k - 1 dof)."""
+    return chisquare(np.concatenate(observed), np.concatenate(expected), ddof=len(observed) - 1).pvalue
+
+
+@pytest.mark.parametrize("stride", [2, 4, 8, 16])
+def test_stride_uniform_draws_interior_vectors_evenly(stride):
+    num_vectors = 1 + 1600 // stride
+    ranges = segment_ranges(num_vectors, num_segments=4, frames_per_snippet=8, stride=stride)
+    interior = []
+    for first, last in ranges:
+        vectors, overlaps = window_overlaps(first, last, stride)
+        interior.append(vectors[overlaps == stride])
+        assert len(interior[-1]) >= 20
+
+    def evenness(samples: np.ndarray) -> float:
+        counts = [np.bincount(column, minlength=num_vectors)[i] for column, i in zip(samples.T, interior, strict=True)]
+        return pooled_chisquare(counts, [np.full(len(c), c.mean()) for c in counts])
+
+    new, old = uniform_draws(ranges, stride)
+    assert evenness(new) > 0.01
+    assert evenness(old) < 0.01  # even vectors drawn (s + 1) / (s - 1) as often as odd ones
+
+
+@pytest.mark.parametrize("stride", [2, 4, 8, 16])
+def test_stride_uniform_draws_boundary_vectors_by_window_share(stride):
+    # first or last allowed vector keeping part of its window, or range ends holding frames of the windows of
+    # vectors that start outside the range (which clipping gives to the boundary vectors)
+    ranges = [(5 * stride + a, 11 * stride + b) for a, b in [(0, 1), (1, -1), (-1, 0)]]
+    new, old = uniform_draws(ranges, stride)
+    observed, expected, old_observed = [], [], []
+    for segment, (first, last) in enumerate(ranges):
+        vectors, overlaps = window_overlaps(first, last, stride)
+        values, counts = np.unique(new[:, segment], return_counts=True)
+        assert values.tolist() == vectors.tolist()
+        observed.append(counts)
+        expected.append(NUM_DRAWS * overlaps / overlaps.sum())
+        old_observed.append(np.bincount(old[:, segment] - vectors[0], minlength=len(vectors)))
+    assert pooled_chisquare(observed, expected) > 0.01
+    assert pooled_chisquare(old_observed, expected) < 0.01
 
 
 def test_gamma_parsing():

@@ -290,7 +290,9 @@ def test_cross_validation_outputs_and_reload(tmp_path):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(report))
     assert saved["protocol"] == {"group_by": "patient", "folds": 3, "seed": 0,
-                                 "description": "patient-grouped stratified 3-fold cross-validation"}
+                                 "description": "patient-grouped stratified 3-fold cross-validation",
+                                 "min_seizure_duration": 0.0, "evaluate_discarded": False, "short_seizures": [],
+                                 "discarded_views": []}
     assert saved["dataset"]["num_videos"] == 24 and saved["dataset"]["synthetic"] is True
     assert saved["settings"]["loss"] == "original" and saved["settings"]["gamma"] == 2.0
     assert [fold["fold"] for fold in saved["folds"]] == [0, 1, 2]
@@ -404,7 +406,7 @@ def test_attach_encoder_gives_a_video_model():
     video_config = get_config("tiny-videomae")
     head = GesturesForVideoClassification(GesturesConfig(
         encoder="none", feature_dim=video_config.feature_dim, frames_per_snippet=video_config.frames_per_snippet,
-        aggregation="lstm", hidden_size=5, num_segments=3, gamma="middle")).eval()
+        image_size=video_config.image_size, aggregation="lstm", hidden_size=5, num_segments=3, gamma="middle")).eval()
     model = attach_encoder(head, "tiny-videomae")
     assert model.config.encoder == "videomae" and model.config.aggregation == "lstm"
     assert model.config.hidden_size == 5 and model.config.num_segments == 3
@@ -418,6 +420,10 @@ def test_attach_encoder_gives_a_video_model():
     mismatched = GesturesForVideoClassification(GesturesConfig(encoder="none", feature_dim=7))
     with pytest.raises(ValueError, match="feature_dim"):
         attach_encoder(mismatched, "tiny-videomae")
+    other_geometry = GesturesForVideoClassification(GesturesConfig.from_dict({**head.config.to_dict(),
+                                                                             "frame_geometry": "center_crop"}))
+    with pytest.raises(ValueError, match="frame_geometry=center_crop, the encoder uses crop_and_pad"):
+        attach_encoder(other_geometry, "tiny-videomae")  # features of one geometry never meet an encoder of the other
 
 
 def test_command_line():

@@ -13,6 +13,10 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 SYNTHETIC_NOTICE = "DEMO MODEL — synthetic training data, not for clinical use"
 """Shown with every output of a model whose config says `trained_on_synthetic_data`."""
 
+FRAME_GEOMETRIES = ("crop_and_pad", "center_crop")
+CROP_FRACTION = 0.05
+"""Fraction of the columns that ``"crop_and_pad"`` removes from each side of a frame (the paper's 5 %)."""
+
 ENCODERS = ("r2plus1d_34", "r2plus1d_tiny", "r2plus1d_18", "r3d_18", "mc3_18", "videomae", "auto", "none")
 AGGREGATIONS = ("mean", "lstm", "blstm", "gru", "bgru")
 
@@ -45,7 +49,12 @@ class GesturesConfig(PretrainedConfig):
         fps (`float`, *optional*, defaults to 15.0):
             Frame rate videos are resampled to before cutting snippets.
         image_size (`int`, *optional*, defaults to 112):
-            Side of the square crop fed to the encoder.
+            Side of the square frames fed to the encoder.
+        frame_geometry (`str`, *optional*, defaults to `"crop_and_pad"`):
+            How a frame becomes an `image_size` square: `"crop_and_pad"` as in the paper (5 % of the columns removed
+            from each side, padded to a square, resized: about 90 % of a 16:9 field of view), or `"center_crop"`
+            (shorter side resized, central square kept: about 56 %). Features made one way are not comparable with
+            features made the other way.
         image_mean (`list[float]`, *optional*, defaults to the Kinetics mean):
             Per-channel mean of RGB values in [0, 1], subtracted before the encoder.
         image_std (`list[float]`, *optional*, defaults to the Kinetics std):
@@ -86,6 +95,7 @@ class GesturesConfig(PretrainedConfig):
         frames_per_snippet: int = 8,
         fps: float = 15.0,
         image_size: int = 112,
+        frame_geometry: str = "crop_and_pad",
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
         num_segments: int = 16,
@@ -117,6 +127,8 @@ class GesturesConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps!r}.")
+        if frame_geometry not in FRAME_GEOMETRIES:
+            raise ValueError(f"frame_geometry must be one of {', '.join(FRAME_GEOMETRIES)}, got {frame_geometry!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
         kwargs.setdefault("id2label", {0: "FOS", 1: "TCS"})
@@ -136,6 +148,7 @@ class GesturesConfig(PretrainedConfig):
         self.frames_per_snippet = frames_per_snippet
         self.fps = float(fps)
         self.image_size = image_size
+        self.frame_geometry = frame_geometry
         self.image_mean = list(image_mean) if image_mean is not None else list(KINETICS_MEAN)
         self.image_std = list(image_std) if image_std is not None else list(KINETICS_STD)
         self.num_segments = num_segments

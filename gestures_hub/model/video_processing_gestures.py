@@ -45,8 +45,9 @@ class GesturesVideoProcessor(BaseVideoProcessor):
     r"""Turns videos into the `pixel_values` of a GESTURES model.
 
     Frames are resampled by their timestamps to the model's `fps` (sample-and-hold, correct for variable frame rate),
-    resized so the shorter side is `image_size` and centre-cropped, scaled to [0, 1] and normalised with the model's
-    `image_mean` / `image_std`; snippets of `frames_per_snippet` frames start every `stride` frames.
+    made `image_size` squares by the model's `frame_geometry` (the paper's crop-and-pad, or a centre crop), scaled to
+    [0, 1] and normalised with the model's `image_mean` / `image_std`; snippets of `frames_per_snippet` frames start
+    every `stride` frames.
 
     Args:
         config ([`GesturesConfig`] or `dict`, *optional*):
@@ -109,14 +110,16 @@ class GesturesVideoProcessor(BaseVideoProcessor):
                     "batch_size": batch_size or self.batch_size}
         if isinstance(video, (str, Path)):
             duration = probe_video(video, min_duration=config.snippet_duration).duration
-            return SnippetStream(str(video), duration, iter_snippets(video, size=config.image_size, **settings))
+            return SnippetStream(str(video), duration, iter_snippets(video, size=config.image_size,
+                                                                     geometry=config.frame_geometry, **settings))
         frames = _frame_sequence(video)
         name = "<frames>"
         duration = len(frames) / (video_fps or config.fps)
         if duration + 1e-9 < config.snippet_duration:
             raise VideoError(name, f"{len(frames)} frames last {duration:.2f} s, shorter than one snippet "
                              f"({config.snippet_duration:.2f} s)", "Give more frames.")
-        timed = iter_array_frames(frames, fps=config.fps, size=config.image_size, source_fps=video_fps, name=name)
+        timed = iter_array_frames(frames, fps=config.fps, size=config.image_size, geometry=config.frame_geometry,
+                                  source_fps=video_fps, name=name)
         return SnippetStream(name, duration, snippet_batches(timed, name=name, **settings))
 
     def preprocess(self, videos: Any, *, stride: int | None = None, video_fps: float | None = None,
