@@ -29,7 +29,7 @@ TRAINING_SEED = 1000  # scripts/train_demo_model.py
 
 def cohort_results(folder: Path, patients: int, seed: int, size: tuple[int, int]) -> dict[str, float]:
     manifest = generate_cohort(folder, patients, seed, size=size)
-    model, description = load_predictor()
+    model, description, _ = load_predictor()
     correct, errors = [], []
     with manifest.open(newline="") as file:
         rows = list(csv.DictReader(file))

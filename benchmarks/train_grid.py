@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gestures_hub.arguments import ReproduceArguments
 from gestures_hub.features import FeatureSettings, FeatureShardWriter
 from gestures_hub.metrics import markdown_table
-from gestures_hub.reproduce import ReproduceArguments, compute_dtype, load_bank, run_grid
+from gestures_hub.reproduce import compute_dtype, load_bank, run_grid
 
 TARGET_SECONDS = 15 * 60
 PAPER_EPOCHS = 400

@@ -1,41 +1,25 @@
 """GESTURES (Pérez-García et al., MICCAI 2021) for the Hugging Face ecosystem.
 
 Research software for classifying seizure videos (FOS vs TCS); not a medical device.
+
+Importing the package is cheap: the model classes (and their registration with transformers' Auto classes and
+pipeline registry, done by :mod:`gestures_hub.model`) load on first use, e.g. ``gestures_hub.GesturesConfig``.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification, AutoVideoProcessor
-from transformers.pipelines import PIPELINE_REGISTRY
+from __future__ import annotations
 
-from .model import (
-    GesturesConfig,
-    GesturesForVideoClassification,
-    GesturesModel,
-    GesturesModelOutput,
-    GesturesPreTrainedModel,
-    GesturesVideoClassificationPipeline,
-    GesturesVideoClassifierOutput,
-    GesturesVideoProcessor,
-)
+import importlib
+import os
+from typing import Any
 
 __version__ = "0.1.0"
 
-PIPELINE_NAME = "gestures-video-classification"
-"""The pipeline's task name in this process (``pipeline(PIPELINE_NAME, model=...)``); saved models name it under
-``"video-classification"`` in ``custom_pipelines``, which is what ``pipeline(model=..., trust_remote_code=True)`` reads.
-A different name here keeps ``pipeline("video-classification")`` of other models untouched."""
+# OpenMP threads that spin while they wait collapse on a shared machine: with six other 2-thread PyTorch jobs on two
+# cores, encoding took 52x longer than on a quiet machine, and 1.9x with passive waiting, which costs nothing when the
+# machine is quiet (benchmarks/shared_machine.py). Set before torch loads OpenMP; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-AutoConfig.register(GesturesConfig.model_type, GesturesConfig, exist_ok=True)
-AutoModel.register(GesturesConfig, GesturesModel, exist_ok=True)
-AutoModelForVideoClassification.register(GesturesConfig, GesturesForVideoClassification, exist_ok=True)
-AutoVideoProcessor.register(GesturesConfig, GesturesVideoProcessor, exist_ok=True)
-GesturesConfig.register_for_auto_class()
-GesturesModel.register_for_auto_class("AutoModel")
-GesturesForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
-GesturesVideoProcessor.register_for_auto_class()
-PIPELINE_REGISTRY.register_pipeline(PIPELINE_NAME, pipeline_class=GesturesVideoClassificationPipeline,
-                                    pt_model=AutoModelForVideoClassification, type="video")
-
-__all__ = [
+_MODEL_NAMES = (
     "PIPELINE_NAME",
     "GesturesConfig",
     "GesturesForVideoClassification",
@@ -45,4 +29,11 @@ __all__ = [
     "GesturesVideoClassificationPipeline",
     "GesturesVideoClassifierOutput",
     "GesturesVideoProcessor",
-]
+)
+__all__ = list(_MODEL_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        return getattr(importlib.import_module(".model", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,8 @@
 """The ``gestures`` command line.
 
-Each subcommand lives in the module that does the work; that module defines
-``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking
-the parsed arguments and returning an exit code.
+The parsers live in :mod:`gestures_hub.commands` (no heavy imports, so ``--help`` is instant); each names the
+function that runs it, which takes the parsed arguments and returns an exit code. Options that do not fit together
+(:class:`gestures_hub.arguments.UsageError`) are usage errors: exit code 2, like argparse's own.
 """
 
 from __future__ import annotations
@@ -13,16 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-
-COMMAND_MODULES: tuple[str, ...] = (
-    "gestures_hub.presets",
-    "gestures_hub.extract",
-    "gestures_hub.gestures_import",
-    "gestures_hub.hub",
-    "gestures_hub.synthetic",
-    "gestures_hub.train", "gestures_hub.reproduce",
-    "gestures_hub.predict", "gestures_hub.quickstart",
-)
+from .arguments import UsageError
+from .commands import COMMANDS, add_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,13 +25,22 @@ def build_parser() -> argparse.ArgumentParser:
             "seizure-level classification (FOS vs TCS) with a timeline of evidence. "
             "Research software: not a medical device."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'gestures COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"gestures-hub {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for name in COMMANDS:
+        add_command(subparsers, name)
     return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Import the module of the parsed command and run it; usage errors exit with code 2."""
+    module, function = args.func.split(":")
+    try:
+        return int(getattr(importlib.import_module(f"gestures_hub.{module}"), function)(args) or 0)
+    except UsageError as error:
+        args.parser.error(str(error))  # exits with code 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    return run_command(args)
 
 
 if __name__ == "__main__":

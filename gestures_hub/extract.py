@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .features import LABEL_NAMES, FeatureSettings, FeatureShardWriter, atomic_write
 from .model import GesturesForVideoClassification, GesturesVideoProcessor
-from .model.video_reader import VideoError
+from .model.video_reader import VideoError, VideoWarning
 from .presets import load_model
 
 REQUIRED_COLUMNS = ("video", "patient", "seizure", "label")
@@ -68,30 +69,44 @@ class ExtractionReport:
     skipped: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     warnings: dict[str, str] = field(default_factory=dict)
+    damage: dict[str, dict[str, object]] = field(default_factory=dict)
+    """Per damaged video, its :class:`~gestures_hub.model.video_reader.DecodeReport` as a dict."""
     video_seconds: float = 0.0
 
 
-def read_manifest(path: str | Path) -> list[ManifestRow]:
-    """Read and check a manifest CSV; video paths are relative to the manifest's folder."""
+def read_manifest(path: str | Path, *, allow_outside_paths: bool = False) -> list[ManifestRow]:
+    """Read and check a manifest CSV (UTF-8, with or without BOM; separated by commas, semicolons or tabs).
+
+    Video paths are relative to the manifest's folder, and must stay inside it (symlinks and ``..`` resolved) unless
+    ``allow_outside_paths``; the video id is the path relative to that folder (as written for outside paths).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Manifest {path} does not exist.")
-    with path.open(newline="") as file:
-        reader = csv.DictReader(file)
-        missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(
-                f"Manifest {path} lacks the column(s) {', '.join(missing)}; it needs {', '.join(REQUIRED_COLUMNS)} "
-                f"(optional: {', '.join(OPTIONAL_COLUMNS)})."
-            )
-        rows = [_manifest_row(path, number, record) for number, record in enumerate(reader, start=2)]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"Manifest {path} is not UTF-8 text ({error}); save it as UTF-8 (Excel: CSV UTF-8).") from None
+    reader = csv.DictReader(io.StringIO(text), delimiter=max(",;\t", key=text.partition("\n")[0].count))
+    missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(
+            f"Manifest {path} lacks the column(s) {', '.join(missing)} (its header has: "
+            f"{', '.join(reader.fieldnames or []) or 'nothing'}); it needs {', '.join(REQUIRED_COLUMNS)} "
+            f"(optional: {', '.join(OPTIONAL_COLUMNS)})."
+        )
+    folder = path.parent.resolve()
+    rows = [_manifest_row(path, folder, number, record, allow_outside_paths)
+            for number, record in enumerate(reader, start=2)]
     duplicates = sorted({row.video for row in rows if sum(other.video == row.video for other in rows) > 1})
     if duplicates:
         raise ValueError(f"Manifest {path} lists these videos more than once: {', '.join(duplicates)}.")
     return rows
 
 
-def _manifest_row(manifest: Path, line: int, record: dict[str, str]) -> ManifestRow:
+def _manifest_row(
+    manifest: Path, folder: Path, line: int, record: dict[str, str], allow_outside_paths: bool
+) -> ManifestRow:
     def fail(message: str) -> ValueError:
         return ValueError(f"Manifest {manifest}, line {line}: {message}")
 
@@ -107,9 +122,15 @@ def _manifest_row(manifest: Path, line: int, record: dict[str, str]) -> Manifest
             onset = float(values["onset_bilateral"])
         except ValueError:
             raise fail(f"onset_bilateral must be a number of seconds, got {values['onset_bilateral']!r}.") from None
+    video = Path(os.path.normpath(folder / values["video"]))  # absolute; ``..`` removed
+    inside = video.is_relative_to(folder)
+    if not (inside and video.resolve().is_relative_to(folder) or allow_outside_paths):
+        raise fail(f"the video path {values['video']!r} leads outside the manifest's folder {folder} (to "
+                   f"{video.resolve()}). Move the video into that folder, or allow such paths "
+                   "(allow_outside_paths=True, --allow-outside-paths) if you trust the manifest.")
     return ManifestRow(
-        video=values["video"],
-        path=manifest.parent / values["video"],
+        video=video.relative_to(folder).as_posix() if inside else values["video"],
+        path=video,
         patient=values["patient"],
         seizure=values["seizure"],
         label=values["label"],
@@ -192,11 +213,15 @@ def extract(
     precision: str = "auto",
     videos_per_shard: int = 8,
     progress: bool = True,
+    allow_outside_paths: bool = False,
 ) -> ExtractionReport:
-    """Extract the features of every video of ``manifest`` into the dataset folder ``out`` (resumable)."""
+    """Extract the features of every video of ``manifest`` into the dataset folder ``out`` (resumable).
+
+    ``allow_outside_paths``: accept video paths leading outside the manifest's folder (see :func:`read_manifest`).
+    """
     from accelerate import PartialState
 
-    rows = read_manifest(manifest)
+    rows = read_manifest(manifest, allow_outside_paths=allow_outside_paths)
     classifier, pretrained = load_model(model, weights=weights)
     config = classifier.config
     if config.encoder == "none":
@@ -213,7 +238,7 @@ def extract(
         feature_dim=config.feature_dim,
         image_size=config.image_size,
         geometry=config.frame_geometry,
-        model=str(model) if weights is None else f"{model} + {Path(weights).name}",
+        model=str(model) if weights is None else f"{model} + {Path(str(weights).split('#', 1)[0]).name}",
         pretrained=pretrained,
         synthetic=any(row.synthetic for row in rows),
     )
@@ -249,8 +274,19 @@ def _extract_one(
     except (VideoError, OSError, RuntimeError, ValueError) as error:
         report.failures[row.video] = str(error)
         return
+    except MemoryError as error:
+        report.failures[row.video] = str(VideoError(
+            row.path, f"memory ran out while extracting it ({str(error) or type(error).__name__})",
+            "Free memory (fewer parallel processes, a smaller --batch-size) and rerun: the videos written are skipped.",
+        ))
+        return
     if caught:
         report.warnings[row.video] = "; ".join(str(warning.message) for warning in caught)
+    damage: list[str] = []
+    for warning in caught:
+        if isinstance(warning.message, VideoWarning) and warning.message.report is not None:
+            report.damage[row.video] = asdict(warning.message.report)
+            damage = warning.message.report.problems()
     duration = float(starts[-1]) + encoder.config.snippet_duration
     writer.add({
         "video": row.video,
@@ -260,6 +296,7 @@ def _extract_one(
         "label": row.label,
         "duration": duration,
         "onset_bilateral": row.onset_bilateral,
+        "damage": damage,
         "start_times": starts,
         "features": features,
     })
@@ -278,6 +315,7 @@ def _gather(report: ExtractionReport, state) -> ExtractionReport:
         merged.extracted += part.extracted
         merged.failures |= part.failures
         merged.warnings |= part.warnings
+        merged.damage |= part.damage
         merged.video_seconds += part.video_seconds
     return merged
 
@@ -316,41 +354,6 @@ def summarise(report: ExtractionReport, out: str | Path) -> str:
     return "\n".join(lines)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "extract",
-        help="turn the videos of a manifest into a features dataset",
-        description=(
-            "Extract per-snippet features of every video listed in a manifest CSV into a Hugging Face dataset "
-            "folder (Parquet shards, one row per video) that datasets.load_dataset(OUT) opens. Resumable: a rerun "
-            "skips videos already extracted. Runs data-parallel under `accelerate launch -m gestures_hub.extract`."
-        ),
-        epilog=(
-            "The manifest has the columns video (path, relative to the manifest), patient, seizure, label "
-            "(FOS, TCS or empty) and optionally view, onset_bilateral (seconds) and synthetic (true/false)."
-        ),
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--manifest", required=True, type=Path, help="CSV listing the videos")
-    parser.add_argument("--model", required=True,
-                        help="a preset (gestures-blstm, r2plus1d_18, ...; see `gestures presets`), a folder written by "
-                             "save_pretrained, or a hub id")
-    parser.add_argument("--out", required=True, type=Path, help="dataset folder to create or complete")
-    parser.add_argument("--weights", type=Path, help="local checkpoint for the encoder (IG-65M, torchvision, ...)")
-    parser.add_argument("--stride", type=int, help="frames between snippet starts (default: frames per snippet, "
-                                                    "non-overlapping; 1 = the paper's dense features)")
-    parser.add_argument("--batch-size", type=int, help="snippets per encoder call (default: 32 on GPU, 1 on CPU)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the accelerator if any)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                        help="autocast precision (default: bf16 where the hardware has it natively, else fp32)")
-    parser.add_argument("--videos-per-shard", type=int, default=8, help="rows per Parquet shard (default: 8)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
@@ -359,6 +362,7 @@ def run(args: argparse.Namespace) -> int:
             args.manifest, args.model, args.out, weights=args.weights, stride=args.stride,
             batch_size=args.batch_size, device=args.device, precision=args.precision,
             videos_per_shard=args.videos_per_shard, progress=not args.quiet,
+            allow_outside_paths=args.allow_outside_paths,
         )
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -369,9 +373,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gestures_hub.extract", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    from .cli import run_command
+    from .commands import standalone_parser
+
+    return run_command(standalone_parser("extract", "gestures_hub.extract").parse_args(argv))
 
 
 if __name__ == "__main__":

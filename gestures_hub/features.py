@@ -109,6 +109,7 @@ def feature_schema(feature_dim: int) -> datasets.Features:
             "duration": datasets.Value("float32"),
             "onset_bilateral": datasets.Value("float32"),
             "discarded": datasets.Value("bool"),
+            "damage": datasets.List(datasets.Value("string")),
             "num_snippets": datasets.Value("int32"),
             "start_times": datasets.List(datasets.Value("float32")),
             "features": datasets.Array2D(shape=(None, feature_dim), dtype="float32"),
@@ -173,6 +174,9 @@ def validate_row(row: Mapping[str, Any], feature_dim: int) -> dict[str, Any]:
     onset = row.get("onset_bilateral")
     if onset is not None and _as_float(onset) is None:
         raise fail(f"onset_bilateral must be a finite number or None, got {onset!r}")
+    damage = list(row.get("damage") or [])
+    if not all(isinstance(problem, str) for problem in damage):
+        raise fail(f"damage must be a list of strings (what decoding found wrong), got {row.get('damage')!r}")
     discarded = row.get("discarded", False)
     if not isinstance(discarded, (bool, np.bool_)):
         raise fail(f"discarded must be true or false, got {discarded!r}")
@@ -189,6 +193,7 @@ def validate_row(row: Mapping[str, Any], feature_dim: int) -> dict[str, Any]:
         "duration": duration,
         "onset_bilateral": None if onset is None else float(onset),
         "discarded": bool(discarded),
+        "damage": damage,
         "num_snippets": int(feats.shape[0]),
         "start_times": starts,
         "features": feats,

@@ -234,44 +234,6 @@ def import_gestures_features(
     return report
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``import-gestures-features`` command."""
-    parser = subparsers.add_parser(
-        "import-gestures-features",
-        help="convert the published GESTURES features (doi 10.5522/04/14781771) to a features dataset",
-        description=(
-            "Convert the published GESTURES features dataset (seizures.csv and "
-            "features_fpc_<T>_fps_15/<Subject>_<Seizure>_<L|S>/*.pth) into a gestures-hub features "
-            "dataset: Parquet shards that datasets.load_dataset(OUT) opens, one row per camera view. "
-            "Labels as the original's training: RatioGTCS filled = TCS (without RatioGTCS, a boolean GTCS "
-            "column); onset_bilateral from OnsetClonic (seconds), else RatioGTCS x duration. Views marked in "
-            "Discard (exactly Yes, Large or Small) are left out unless --include-discarded. Re-running "
-            "resumes: views already in OUT are skipped. .pth files are loaded with "
-            "torch.load(weights_only=True) only."
-        ),
-    )
-    parser.add_argument(
-        "root", type=Path, metavar="ROOT", help="folder holding seizures.csv and features_fpc_*"
-    )
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output dataset folder")
-    parser.add_argument(
-        "--frames-per-snippet",
-        type=int,
-        default=8,
-        metavar="T",
-        help="snippet length of the features to import, picks features_fpc_<T>_fps_15 (default: 8)",
-    )
-    parser.add_argument(
-        "--videos-per-shard", type=int, default=8, metavar="N", help="views per Parquet shard (default: 8)"
-    )
-    parser.add_argument(
-        "--include-discarded",
-        action="store_true",
-        help="import the views marked in Discard too, flagged discarded=True (to evaluate on, not train on)",
-    )
-    parser.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the import; print warnings and a summary. Returns 0, or 1 on an input error."""
     prog = "gestures import-gestures-features"

@@ -193,49 +193,6 @@ def push_features(
                          token=token, commit_message=message)
 
 
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="Hub repository to create or update")
-    parser.add_argument("--private", action="store_true", help="create the repository private")
-    parser.add_argument("--token", help="Hub token (default: the saved login or HF_TOKEN)")
-    parser.add_argument("--commit-message", metavar="TEXT", help="commit message")
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``push`` and ``push-features`` commands."""
-    push = subparsers.add_parser(
-        "push",
-        help="publish a trained model folder on the Hub with a generated model card",
-        description=(
-            "Upload a model folder written by training (safetensors weights, config.json, remote code, "
-            "training_args.json, cv_metrics.json) with a model card built from those files. Refuses a model "
-            "without cv_metrics.json unless --allow-no-eval, and a synthetic model whose repo name does not "
-            "contain 'synthetic' or 'demo'."
-        ),
-    )
-    push.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="folder written by training")
-    _add_common_arguments(push)
-    push.add_argument("--allow-no-eval", action="store_true", help="publish without cross-validation results")
-    push.add_argument("--dataset-id", metavar="ORG/NAME", help="Hub dataset the model was trained on, for the card")
-    push.add_argument("--space-id", metavar="ORG/NAME", help="demo Space to link from the card")
-    push.add_argument("--license", default="mit", help="license id for the card (default: mit)")
-    push.set_defaults(func=run_push)
-
-    features = subparsers.add_parser(
-        "push-features",
-        help="publish a features dataset folder on the Hub with a generated dataset card",
-        description=(
-            "Upload a features folder (Parquet shards and the settings sidecar) as a dataset repository, with a "
-            "dataset card that documents the schema, extraction settings, provenance and privacy, and tells the "
-            "dataset viewer where the shards are."
-        ),
-    )
-    features.add_argument("features_dir", type=Path, metavar="DIR", help="features folder")
-    _add_common_arguments(features)
-    features.add_argument("--license", help="license id of the data, for the card")
-    features.add_argument("--source", metavar="TEXT", help="where the videos or features came from, e.g. a DOI")
-    features.set_defaults(func=run_push_features)
-
-
 def _run(command: str, push: Callable[..., CommitInfo], *args: object, **kwargs: object) -> int:
     """Call ``push``; print where it went, or the error (refusals, missing files, Hub errors). Returns 0 or 1."""
     try:

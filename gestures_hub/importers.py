@@ -1,4 +1,4 @@
-"""Import weights that were not saved by this package, without any network access.
+"""Import weights that were not saved by this package, from a local file or from a URL verified by its SHA-256.
 
 Supported checkpoints (``.pth``/``.pt``/``.bin`` read with ``torch.load(weights_only=True)``, or ``.safetensors``):
 
@@ -7,25 +7,59 @@ Supported checkpoints (``.pth``/``.pt``/``.bin`` read with ``torch.load(weights_
 - the original GESTURES aggregators: ``RecurrentModel`` (``lstm.*``, ``fc.*``) and ``MeanModel`` (``fc.*``).
 
 The classifier of a video checkpoint (``fc.*``, Kinetics classes) is dropped.
+
+Weights from a URL
+------------------
+Wherever a checkpoint path is taken (``load_weights``, ``load_model(weights=...)``, ``--weights``), an ``http(s)`` URL
+with the file's SHA-256 in its fragment is accepted too::
+
+    https://example.org/r2plus1d_34_clip8_ft_kinetics_from_ig65m.pth#sha256=<64 hex digits>
+
+A URL without ``#sha256=`` is refused. The file is downloaded once into ``gestures-weights`` next to the Hugging Face
+hub cache (``$HF_HUB_CACHE/..``, i.e. ``$HF_HOME/gestures-weights``, ``~/.cache/huggingface/gestures-weights`` by
+default) as ``<first 16 hex digits of the hash>-<file name>``: it is streamed to a temporary file in that folder,
+verified, then renamed, so a failed or mismatched download leaves nothing behind. A cached file is re-hashed on each
+use and downloaded again if it no longer matches. With ``HF_HUB_OFFLINE=1`` only cached files are used.
+
+The paper's encoder is R(2+1)D-34 pretrained on IG-65M and fine-tuned on Kinetics-400: the VMZ model zoo
+(facebookresearch/VMZ) publishes it for Caffe2, and ig65m-pytorch (moabitcoin/ig65m-pytorch) publishes the PyTorch
+conversion in its v1.0.0 GitHub release, ``r2plus1d_34_clip8_ft_kinetics_from_ig65m-0aa0550b.pth`` (and a 32-frame
+``clip32`` variant). torchvision publishes the Kinetics-400 ``r2plus1d_18``/``r3d_18``/``mc3_18`` weights: their URLs
+are ``torchvision.models.video.R3D_18_Weights.KINETICS400_V1.url`` and so on, and their file names end in the first
+8 hex digits of the file's SHA-256 (torch.hub's convention). To get a file's full SHA-256, run ``sha256sum FILE``
+(``shasum -a 256 FILE`` on macOS, ``certutil -hashfile FILE SHA256`` on Windows) on a copy you trust.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import pickle
+import re
+import tempfile
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit, urlunsplit
 
 import torch
+from huggingface_hub import constants, is_offline_mode
+from huggingface_hub.file_download import http_get
+from huggingface_hub.utils import httpx
 from torch import nn
 
 from .model.modeling_gestures import GesturesForVideoClassification
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 PREFIXES = ("module.", "model.")
+URL_PATTERN = re.compile(r"https?://", re.IGNORECASE)
+HASH_PATTERN = re.compile(r"sha256=([0-9a-fA-F]{64})")
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, or that does not fit the model."""
+    """A checkpoint that cannot be read, downloaded or verified, or that does not fit the model."""
 
 
 REFUSED_PICKLE_MARKERS = ("unsupported global", "unsupported class")
@@ -145,8 +179,73 @@ def import_gestures_aggregator(
     load_into(head, renamed, f"{aggregation} aggregator and classifier")
 
 
+def weights_cache_dir() -> Path:
+    """``gestures-weights`` next to the hub cache: ``$HF_HUB_CACHE/..``, by default ``$HF_HOME/gestures-weights``."""
+    hub_cache = os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or constants.HF_HOME) / "hub"
+    return Path(hub_cache).expanduser().parent / "gestures-weights"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_weights(url: str) -> Path:
+    """The local copy of ``URL#sha256=<hex>``: downloaded and verified once, then taken from the cache."""
+    parts = urlsplit(url)
+    match = HASH_PATTERN.fullmatch(parts.fragment)
+    if match is None:
+        raise CheckpointError(
+            f"{url}: a weights URL needs the file's published SHA-256, written as URL#sha256=<64 hex digits> "
+            "(compute a file's with `sha256sum FILE`)."
+        )
+    expected = match.group(1).lower()
+    source = urlunsplit(parts._replace(fragment=""))
+    name = PurePosixPath(parts.path).name or "weights"
+    target = weights_cache_dir() / f"{expected[:16]}-{name}"
+    if target.is_file():
+        if _sha256(target) == expected:
+            return target
+        logger.warning("%s: the cached copy %s no longer matches its SHA-256; downloading it again.", url, target)
+    if is_offline_mode():
+        raise CheckpointError(
+            f"{url}: no verified copy in the weights cache ({target}) and offline mode is on (HF_HUB_OFFLINE=1). "
+            "Unset HF_HUB_OFFLINE to download it once, or download the file yourself and pass its local path."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    temporary = Path(temporary_name)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            http_get(source, file, displayed_filename=name)
+        actual = _sha256(temporary)
+        if actual != expected:
+            raise CheckpointError(
+                f"{url}: SHA-256 mismatch, expected {expected} but the download has {actual}; it was deleted. "
+                "Check the hash published with the weights (compute a file's with `sha256sum FILE`)."
+            )
+        os.replace(temporary, target)
+    except (httpx.HTTPError, OSError) as error:
+        reason = str(error).partition("\n")[0] or type(error).__name__
+        raise CheckpointError(
+            f"{url}: download failed ({reason}). Check the URL and the network, or download the file yourself and "
+            "pass its local path."
+        ) from error
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
 def load_weights(model: GesturesForVideoClassification, path: str | Path) -> str:
-    """Load a local checkpoint of any supported layout into ``model``; returns the layout found."""
+    """Load a checkpoint of any supported layout into ``model``; returns the layout found.
+
+    ``path`` is a local file or a ``URL#sha256=<hex>`` string, fetched through the cache by :func:`download_weights`.
+    """
+    if isinstance(path, str) and URL_PATTERN.match(path):
+        path = download_weights(path)
     state_dict = read_state_dict(path)
     try:
         layout = detect_layout(state_dict)

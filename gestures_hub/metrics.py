@@ -161,6 +161,11 @@ def metrics_markdown(report: Mapping[str, Any]) -> str:
         f"{dataset['num_videos']} videos of {dataset['num_patients']} patients"
         f"{' (synthetic data)' if dataset.get('synthetic') else ''}. TCS is the positive class.",
         "",
+        "Middle snippets: one snippet at the centre of each of the model's segments (the paper's validation "
+        "sampling). All snippets: every snippet of the video (dense). Per seizure: the mean of the TCS probabilities "
+        "of the seizure's views, thresholded at 0.5 (the paper's headline numbers). Mean ± sd: over folds; pooled: "
+        "computed once on the validation predictions of all folds together.",
+        "",
     ]
     rows = []
     for evaluation, summary in report["summary"].items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,7 @@ import torch
 
 from .model import GesturesForVideoClassification, GesturesVideoClassificationPipeline, GesturesVideoProcessor
 from .model.video_reader import VideoError
-from .presets import load_model
-
-DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
+from .presets import DEMO_MODEL_DIR, load_model
 
 
 @dataclass
@@ -42,6 +40,16 @@ class Prediction:
     model: str
     notice: str | None = None
     """The demo notice of models trained on synthetic data (``config.trained_on_synthetic_data``), else None."""
+    random_weights: bool = False
+    """The model has random weights (a preset without ``--weights``): its output means nothing."""
+    synthetic_video: bool = False
+    """The video is one of the package's synthetic renders (its metadata says so)."""
+    true_label: str | None = None
+    """The known label of the video (synthetic cohorts, annotated data), when the caller gives it."""
+    true_onset: float | None = None
+    """The known time of the bilateral spread (s), when the caller gives it."""
+    damage: list[str] = field(default_factory=list)
+    """What decoding found wrong with the file (empty for an intact video): the results cover what was decoded."""
 
     @property
     def demo(self) -> bool:
@@ -59,6 +67,11 @@ class Prediction:
             "model": self.model,
             "demo": self.demo,
             "notice": self.notice,
+            "random_weights": self.random_weights,
+            "synthetic_video": self.synthetic_video,
+            "damage": self.damage,
+            "ground_truth": None if self.true_label is None else {"label": self.true_label,
+                                                                   "onset_bilateral": self.true_onset},
             "timeline": [
                 {"time": round(float(time), 4), **{name: float(p) for name, p in zip(labels, row, strict=True)}}
                 for time, row in zip(self.times, self.snippet_probabilities, strict=True)
@@ -66,9 +79,10 @@ class Prediction:
         }
 
 
-def load_predictor(spec: str | None = None) -> tuple[GesturesForVideoClassification, str]:
-    """A video-in model and a description of it. ``spec`` is a preset, a ``save_pretrained`` folder or a hub id; None
-    gives the embedded demo model. Whether it was trained on synthetic data is its config's to say."""
+def load_predictor(spec: str | None = None) -> tuple[GesturesForVideoClassification, str, bool]:
+    """A video-in model, a description of it and whether it has trained weights. ``spec`` is a preset, a
+    ``save_pretrained`` folder or a hub id; None gives the embedded demo model. Whether it was trained on synthetic
+    data is its config's to say."""
     model, pretrained = load_model(DEMO_MODEL_DIR if spec is None else spec)
     if model.config.encoder == "none":
         raise ValueError(f"Model {str(spec)!r} takes precomputed features (encoder='none'); predicting from videos "
@@ -76,7 +90,7 @@ def load_predictor(spec: str | None = None) -> tuple[GesturesForVideoClassificat
     description = "embedded demo model (gestures_hub/demo_model)" if spec is None else str(spec)
     if not pretrained:
         description += " (RANDOM weights: predictions are meaningless)"
-    return model, description
+    return model, description, pretrained
 
 
 def video_pipeline(model: GesturesForVideoClassification, *, device: str | None = None,
@@ -94,9 +108,15 @@ def predict_video(
     *,
     stride: int | None = None,
     description: str | None = None,
+    pretrained: bool = True,
+    true_label: str | None = None,
+    true_onset: float | None = None,
 ) -> Prediction:
     """Classify one whole video (with a model, or its pipeline to reuse); raises :class:`VideoError` for unusable
-    files."""
+    files. ``pretrained=False`` marks a model with random weights; ``true_label`` and ``true_onset`` (s), when known,
+    are drawn on the timeline next to the prediction."""
+    from .synthetic import is_synthetic_video
+
     pipe = model if isinstance(model, GesturesVideoClassificationPipeline) else video_pipeline(model)
     config = pipe.model.config
     out = pipe(str(path), return_timeline=True, **({"stride": stride} if stride else {}))
@@ -108,6 +128,8 @@ def predict_video(
         snippet_probabilities=np.stack([out["snippet_scores"][name] for name in labels], axis=1).astype(np.float32),
         spread_time=out["spread_time"], duration=out["duration"],
         model=description or str(getattr(config, "_name_or_path", "") or config.encoder), notice=out["notice"],
+        random_weights=not pretrained, synthetic_video=is_synthetic_video(path), true_label=true_label,
+        true_onset=true_onset, damage=out["damage"],
     )
 
 
@@ -115,6 +137,8 @@ def summary_line(prediction: Prediction) -> str:
     """One line: label, probabilities, spread time and (demo models) the notice."""
     probabilities = ", ".join(f"{name} {p:.3f}" for name, p in prediction.probabilities.items())
     line = f"{prediction.video}: {prediction.label} ({probabilities})"
+    if prediction.damage:
+        line += f" [DAMAGED VIDEO: {'; '.join(prediction.damage)}]"
     if prediction.spread_time is not None:
         line += f", bilateral spread detected at {prediction.spread_time:.1f} s"
     return f"{line}  [{prediction.notice}]" if prediction.notice else line
@@ -142,25 +166,9 @@ def _stems(videos: list[Path]) -> list[str]:
     return stems
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "predict",
-        help="classify seizure videos (FOS vs TCS) with a timeline",
-        description=__doc__.split("\n\n")[0] + " Writes a timeline CSV, a JSON summary and a plot per video.",
-    )
-    parser.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video files of any length")
-    parser.add_argument("--model", help="a preset, a folder written by save_pretrained, or a hub id (default: the "
-                                        "embedded demo model, trained on synthetic videos: not for clinical use)")
-    parser.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: predictions)")
-    parser.add_argument("--json", action="store_true", help="print the predictions as JSON on stdout")
-    parser.add_argument("--stride", type=int, help="frames between snippet starts (default: frames per snippet)")
-    parser.add_argument("--device", help="cpu, cuda, ... (default: the accelerator if any)")
-    parser.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
     try:
-        model, description = load_predictor(args.model)
+        model, description, pretrained = load_predictor(args.model)
     except (OSError, ValueError) as error:
         print(f"gestures predict: error: {error}", file=sys.stderr)
         return 2
@@ -171,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     predictions, errors = [], {}
     for video, stem in zip(args.videos, _stems(args.videos), strict=True):
         try:
-            prediction = predict_video(pipe, video, stride=args.stride, description=description)
+            prediction = predict_video(pipe, video, stride=args.stride, description=description,
+                                       pretrained=pretrained)
         except (VideoError, OSError, RuntimeError, ValueError) as error:
             message = str(error) if str(video) in str(error) else f"{video}: {error}"
             errors[str(video)] = message

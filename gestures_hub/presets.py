@@ -13,6 +13,9 @@ from .model.modeling_gestures import GesturesForVideoClassification
 
 logger = logging.getLogger(__name__)
 
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
+"""The embedded demo model (weights, config, processor config, card): what ``gestures-demo`` loads."""
+
 TINY_VIDEOMAE = {
     "image_size": 32,
     "patch_size": 8,
@@ -50,8 +53,9 @@ PRESETS: dict[str, Preset] = {
                {"encoder": "r2plus1d_18"}),
         Preset("r3d_18", "torchvision R3D-18 encoder with a BLSTM head.", {"encoder": "r3d_18"}),
         Preset("mc3_18", "torchvision MC3-18 encoder with a BLSTM head.", {"encoder": "mc3_18"}),
-        Preset("gestures-demo", "The demo model's layout: compact R(2+1)D (128-d) on 8 frames @ 15 fps, 64x64 centre "
-               "crops, BLSTM(64); trained weights ship in gestures_hub/demo_model (synthetic data only).",
+        Preset("gestures-demo", "The embedded demo model, TRAINED on synthetic videos only (not for clinical use): "
+               "compact R(2+1)D (128-d) on 8 frames @ 15 fps, 64x64 centre crops, BLSTM(64). With config overrides "
+               "or --weights, its layout with those weights instead.",
                {"encoder": "r2plus1d_tiny", "image_size": 64, "frame_geometry": "center_crop"}),
         Preset("tiny-features", "Tests: 16-d features, BLSTM(8), 4 segments.",
                {"encoder": "none", "feature_dim": 16, "hidden_size": 8, "num_segments": 4}),
@@ -75,9 +79,12 @@ def load_model(
 ) -> tuple[GesturesForVideoClassification, bool]:
     """Load a classifier from a preset name, a ``save_pretrained`` folder or a hub id.
 
-    A preset is randomly initialised unless ``weights`` (a local checkpoint read by the importers) are given.
+    A preset is randomly initialised unless ``weights`` (a checkpoint read by the importers: a local file or
+    ``URL#sha256=...``) are given, except ``gestures-demo`` without overrides, which is the trained demo model.
     Returns the model in eval mode and whether it carries trained weights.
     """
+    if str(spec) == "gestures-demo" and weights is None and not overrides:
+        spec = DEMO_MODEL_DIR  # the name of the demo model gives its trained weights, never a random copy
     if str(spec) in PRESETS:
         model = GesturesForVideoClassification(get_config(str(spec), **overrides))
         pretrained = False
@@ -98,15 +105,6 @@ def load_model(
         load_weights(model, weights)
         pretrained = True
     return model.eval(), pretrained
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "presets",
-        help="list the named model configurations",
-        description="List the named GESTURES configurations accepted wherever a command takes --model.",
-    )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

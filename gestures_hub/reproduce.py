@@ -39,7 +39,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -51,83 +51,26 @@ from scipy.stats import mannwhitneyu
 from torch import nn
 from tqdm.auto import tqdm
 
+from .arguments import GRID_AGGREGATIONS, PROTOCOLS, ReproduceArguments, from_namespace
 from .extract import native_bf16
 from .metrics import SEIZURE_LEVEL, fold_metrics, format_value, markdown_table, summarize_folds
 from .model.modeling_gestures import GesturesForVideoClassification
 from .sampling import parse_gamma
 from .splits import cross_validation_folds
 from .train import (
-    LOSSES,
-    PROTOCOLS,
     FeatureBank,
     SegmentSampler,
-    TrainingArguments,
-    add_dataclass_arguments,
     drop_short_videos,
     epoch_batches,
     epoch_draws,
-    gamma_type,
     loss_norms,
     loss_weights,
     new_model,
     sample_losses,
 )
 
-GRID_AGGREGATIONS = ("mean", "lstm", "blstm")
 COMPARISON_METRIC, COMPARISON_EVALUATION = "f1", "middle" + SEIZURE_LEVEL
 """What the test between settings compares: per-fold F1 of the per-seizure consensus, the paper's headline level."""
-
-
-@dataclass
-class ReproduceArguments:
-    """Options of ``gestures reproduce``; each field is the ``--flag`` of the same name."""
-
-    features: str = field(metadata={"help": "features dataset: a folder written by gestures_hub.features or a Hub id"})
-    output_dir: str = field(metadata={"help": "where grid.json and reproduce.md go"})
-    protocols: list[str] = field(default_factory=lambda: ["seizure", "patient"],
-                                 metadata={"nargs": "+", "choices": tuple(PROTOCOLS),
-                                           "help": "cross-validation protocols (group by)"})
-    aggregations: list[str] = field(default_factory=lambda: list(GRID_AGGREGATIONS),
-                                    metadata={"nargs": "+", "choices": GRID_AGGREGATIONS})
-    segments: list[int] = field(default_factory=lambda: [2, 4, 8, 16], metadata={"nargs": "+", "type": int})
-    gammas: list[float | str] = field(default_factory=lambda: [1.0, 1.25, 2.0, 4.0, "middle"],
-                                      metadata={"nargs": "+", "type": gamma_type,
-                                                "help": "Beta(gamma, gamma) jitters: the paper's uniform, near "
-                                                        "semi-elliptic, parabolic, near Gaussian and Dirac delta"})
-    folds: int = 10
-    epochs: int = 400
-    batch_size: int = 64
-    learning_rate: float = 1e-2
-    weight_decay: float = 0.01
-    hidden_size: int = 64
-    loss: str = field(default="original", metadata={"choices": LOSSES})
-    seed: int = 0
-    drop_short: bool = field(default=False, metadata={"help": "leave out videos too short for the most segments"})
-    min_seizure_duration: float | None = field(default=None, metadata={
-        "help": "seconds; shorter seizures are left out and listed (none: 15 for the seizure-wise protocols, as in "
-        "the paper's code, 0 for patient)"})
-    evaluate_discarded: bool = field(default=False, metadata={
-        "help": "validate on views marked discarded, never train on them (the paper's text); default: leave them out"})
-    device: str = field(default="cpu", metadata={"help": "torch device of the stacks, e.g. cuda"})
-    precision: str = field(default="auto", metadata={
-        "choices": ("auto", "fp32", "bf16"),
-        "help": "dtype of the LSTM's matrix products (float32 accumulation; weights, states and optimiser stay "
-                "float32); auto: bf16 where the hardware computes it natively, else fp32"})
-    workers: int = field(default=1, metadata={"help": "processes sharing the CPU cores (each trains whole stacks)"})
-
-    def __post_init__(self) -> None:
-        self.gammas = [gamma_type(str(gamma)) for gamma in self.gammas]
-
-    def training_arguments(self, aggregation: str, num_segments: int, gamma: float | str,
-                           group_by: str) -> TrainingArguments:
-        """The ``gestures train`` arguments of one grid setting."""
-        return TrainingArguments(
-            features=self.features, output_dir=self.output_dir, aggregation=aggregation, num_segments=num_segments,
-            gamma=gamma, hidden_size=self.hidden_size, folds=self.folds, group_by=group_by, epochs=self.epochs,
-            batch_size=self.batch_size, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
-            loss=self.loss, seed=self.seed, min_seizure_duration=self.min_seizure_duration,
-            evaluate_discarded=self.evaluate_discarded,
-        )
 
 
 # The stacked model ---------------------------------------------------------------------------------------------------
@@ -723,19 +666,7 @@ def reproduce(options: ReproduceArguments) -> dict[str, Any]:
     return report
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "reproduce",
-        help="train the paper's ablation grid (aggregation x segments x gamma, all folds)",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_dataclass_arguments(parser, ReproduceArguments)
-    parser.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
-    names = {spec.name for spec in dataclasses.fields(ReproduceArguments)}
-    report = reproduce(ReproduceArguments(**{k: v for k, v in vars(args).items() if k in names}))
+    report = reproduce(from_namespace(ReproduceArguments, args))
     print(f"Trained the grid in {report['seconds']:.0f} s; see {Path(args.output_dir) / 'reproduce.md'}.")
     return 0

@@ -43,6 +43,17 @@ MANIFEST_COLUMNS = ("video", "patient", "seizure", "label", "view", "onset_bilat
                     "synthetic", "semiology")
 SYNTHETIC_NOTE = "SYNTHETIC video rendered by gestures_hub.synthetic: not patient data"
 
+
+def is_synthetic_video(path: str | Path) -> bool:
+    """Whether a video file carries the metadata comment this module writes (False for unreadable files)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return container.metadata.get("comment") == SYNTHETIC_NOTE
+    except (av.FFmpegError, OSError, UnicodeDecodeError):
+        return False
+
 RGB = tuple[float, float, float]
 Pose = dict[str, np.ndarray]
 
@@ -890,46 +901,6 @@ def generate_cohort(
 
 
 # -------------------------------------------------------------------------------------------------- CLI
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(x) for x in text.lower().split("x"))
-        _check_size(w, h)
-    except ValueError as err:
-        message = f"expected WIDTHxHEIGHT with even sides >= 32, got {text!r}"
-        raise argparse.ArgumentTypeError(message) from err
-    return w, h
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``synth`` command."""
-    parser = subparsers.add_parser(
-        "synth",
-        help="render a SYNTHETIC cohort of seizure videos with ground truth",
-        description=(
-            "Render a SYNTHETIC cohort of procedurally generated seizure videos (a figure lying in bed, "
-            "filmed from above) with FOS or TCS semiology, plus DIR/manifest.csv in the `gestures extract` "
-            "format (video, patient, seizure, label, view, onset_bilateral, duration, seed, semiology). "
-            "For demos and tests only: not patient data. The same seed gives the same frames."
-        ),
-    )
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    parser.add_argument("--patients", type=int, default=20, metavar="N", help="patients (default 20)")
-    parser.add_argument("--seed", type=int, default=0, help="cohort seed, >= 0 (default 0)")
-    parser.add_argument("--seizures-per-patient", type=int, default=2, metavar="K",
-                        help="seizures per patient (default 2)")
-    parser.add_argument("--min-duration", type=float, default=10.0, metavar="S", help="seconds (default 10)")
-    parser.add_argument("--max-duration", type=float, default=40.0, metavar="S", help="seconds (default 40)")
-    parser.add_argument("--fps", type=int, default=30, help="frame rate (default 30; 25 is also common)")
-    parser.add_argument("--size", type=_parse_size, default=(320, 240), metavar="WxH", help="default 320x240")
-    parser.add_argument("--tcs-fraction", type=float, default=0.45, metavar="F",
-                        help="fraction of TCS seizures (default 0.45)")
-    parser.add_argument("--views", default="L", help="comma-separated camera views: L (Large, wide) and S "
-                        "(Small, close-up); the views of a seizure share its motion (default L)")
-    parser.add_argument("--workers", type=int, default=None, help="render processes (default: up to 2)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,6 +25,8 @@ def write_timeline_csv(prediction: Prediction, path: str | Path) -> Path:
         file.write(f"# video: {prediction.video}\n# model: {prediction.model}\n# label: {prediction.label}\n")
         if prediction.notice:
             file.write(f"# {prediction.notice}\n")
+        for problem in prediction.damage:
+            file.write(f"# damaged video: {problem}\n")
         writer = csv.writer(file)
         writer.writerow(["start_time_s", *(f"p_{label}" for label in labels)])
         for time, row in zip(prediction.times, prediction.snippet_probabilities, strict=True):
@@ -33,9 +35,11 @@ def write_timeline_csv(prediction: Prediction, path: str | Path) -> Path:
 
 
 def plot_timeline(prediction: Prediction, path: str | Path | None = None) -> Figure:
-    """TCS probability of each snippet over time, the spread threshold and the detected spread; the title gives the
-    label and class probabilities. Demo models carry the notice in red. Saved as PNG when ``path`` is given."""
-    figure = Figure(figsize=(9, 3.6), layout="constrained")
+    """TCS probability of each snippet over time, the spread threshold, the detected spread and, when known, the true
+    spread; the title gives the label and class probabilities (and the true label). The legend sits beside the axes,
+    never over the curve. Demo models carry their notice in red, and a synthetic video or a model with random weights
+    says so on the figure itself. Saved as PNG when ``path`` is given."""
+    figure = Figure(figsize=(11, 3.8), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     labels = list(prediction.probabilities)
@@ -45,17 +49,27 @@ def plot_timeline(prediction: Prediction, path: str | Path | None = None) -> Fig
         step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
         times, curve = np.append(times, times[-1] + step), np.append(curve, curve[-1])
     axes.plot(times, curve, color="tab:red", drawstyle="steps-post", label=f"P({positive}) per snippet")
-    axes.axhline(SPREAD_THRESHOLD, color="grey", linestyle="--", linewidth=1, label="threshold")
+    axes.axhline(SPREAD_THRESHOLD, color="grey", linestyle="--", linewidth=1,
+                 label=f"spread threshold ({SPREAD_THRESHOLD:g})")
     if prediction.spread_time is not None:
         axes.axvline(prediction.spread_time, color="black", linewidth=1.5,
-                     label=f"bilateral spread {prediction.spread_time:.1f} s")
+                     label=f"detected spread {prediction.spread_time:.1f} s")
+    if prediction.true_onset is not None:
+        axes.axvline(prediction.true_onset, color="tab:green", linestyle=":", linewidth=2,
+                     label=f"true spread {prediction.true_onset:.1f} s")
     axes.set(xlim=(0, max(prediction.duration, float(np.max(prediction.times, initial=0)))), ylim=(-0.02, 1.02),
              xlabel="time (s)", ylabel=f"P({positive})")
-    axes.legend(loc="best", fontsize="small")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
     probabilities = ", ".join(f"{name} {p:.2f}" for name, p in prediction.probabilities.items())
-    axes.set_title(f"{Path(prediction.video).name}: {prediction.label} ({probabilities})", fontsize="medium")
-    if prediction.notice:
-        figure.suptitle(prediction.notice, color="red", fontweight="bold")
+    truth = "" if prediction.true_label is None else f"; truth: {prediction.true_label}"
+    axes.set_title(f"{Path(prediction.video).name}: {prediction.label} ({probabilities}){truth}", fontsize="medium")
+    marks = [text for flag, text in ((prediction.notice, prediction.notice),
+                                     (prediction.random_weights, "RANDOM WEIGHTS: this prediction means nothing"),
+                                     (prediction.synthetic_video, "SYNTHETIC VIDEO (not patient data)"),
+                                     (prediction.damage, "DAMAGED VIDEO: " + "; ".join(prediction.damage)))
+             if flag]
+    if marks:
+        figure.suptitle("\n".join(marks), color="red", fontweight="bold")
     if path is not None:
         figure.savefig(path, dpi=100)
     return figure

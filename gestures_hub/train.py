@@ -80,6 +80,7 @@ from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
+from .arguments import LOSSES, PROTOCOLS, TrainingArguments, from_namespace
 from .extract import auto_precision
 from .features import LABEL_NAMES, UNKNOWN_LABEL, LabelledVideos, dataset_settings, load_features
 from .finetune import VideoBank, freeze_batch_norm
@@ -92,183 +93,17 @@ from .metrics import (
     summarize_folds,
 )
 from .model import detect_spread
-from .model.configuration_gestures import AGGREGATIONS, GesturesConfig
+from .model.configuration_gestures import GesturesConfig
 from .model.modeling_gestures import GesturesForVideoClassification
 from .presets import load_model
-from .sampling import draw_indices, min_vectors, pad_features, parse_gamma, segment_ranges
+from .sampling import draw_indices, min_vectors, pad_features, segment_ranges
 from .splits import DEFAULT_MIN_SEIZURE_DURATION, cross_validation_folds, short_seizures
 
-LOSSES = ("weighted", "original")
-SCHEDULERS = ("none", "cosine")
-PROTOCOLS = {
-    "patient": "patient-grouped stratified {k}-fold cross-validation",
-    "seizure": "seizure-wise {k}-fold cross-validation as the paper's code deals it (id order, TCS first)",
-    "seizure-duration": "seizure-wise {k}-fold cross-validation dealt by duration (the paper text's intent)",
-}
 EVALUATIONS = ("middle", "dense")
-MIXED_PRECISIONS = ("no", "bf16", "fp16", "auto")
-BEST_MODEL_METRICS = ("f1", "balanced_accuracy", "loss")  # validation metrics; the lowest loss, the highest others
 TRAINER_STATE = "trainer_state.json"
 ARGS_FILE = "training_args.json"
 CV_METRICS_FILE = "cv_metrics.json"
 _DRAWS, _SHUFFLE = 0, 1  # independent random streams
-
-
-def gamma_type(value: str) -> float | str:
-    """argparse type of ``--gamma``: a positive number or ``middle``."""
-    concentration = parse_gamma(value)
-    return "middle" if concentration is None else concentration
-
-
-@dataclass
-class TrainingArguments:
-    """Options of ``gestures train``; each field is the ``--flag`` of the same name."""
-
-    output_dir: str = field(metadata={"help": "where checkpoints, models and metrics go"})
-    features: str | None = field(default=None, metadata={"help": "features dataset: a folder written by "
-                                                                 "gestures_hub.features or a Hub id"})
-    aggregation: str = field(default="blstm", metadata={"choices": AGGREGATIONS})
-    num_segments: int = field(default=16, metadata={"help": "snippets drawn per video (one per segment)"})
-    gamma: float | str = field(default=4.0, metadata={"type": gamma_type,
-                                                      "help": "Beta(gamma, gamma) jitter: 1 uniform, or 'middle'"})
-    hidden_size: int = field(default=64, metadata={"help": "hidden units per direction"})
-    num_layers: int = 1
-    dropout: float = field(default=0.0, metadata={"help": "dropout before the classifier"})
-    folds: int = field(default=10, metadata={"help": "number of cross-validation folds"})
-    fold: int | None = field(default=None, metadata={"help": "train only this fold; none: all folds, then final/"})
-    group_by: str = field(default="patient", metadata={
-        "choices": tuple(PROTOCOLS), "help": "patient: stratified folds grouped by patient; seizure: the paper code's "
-        "seizure-wise folds (round-robin in id order, TCS first); seizure-duration: seizure-wise, dealt by duration"})
-    min_seizure_duration: float | None = field(default=None, metadata={
-        "help": "seconds; shorter seizures are left out of every fold and listed (none: 15 for the seizure-wise "
-        "protocols, as in the paper's code, 0 for patient)"})
-    evaluate_discarded: bool = field(default=False, metadata={
-        "help": "validate on views marked discarded (patient out of view), never train on them, as the paper's text "
-        "did; default: leave them out everywhere, as its code did"})
-    epochs: int = field(default=400, metadata={"help": "training epochs per fold"})
-    batch_size: int = field(default=64, metadata={"help": "global batch size (all processes together)"})
-    learning_rate: float = 1e-2
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW decoupled weight decay (PyTorch's default)"})
-    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW's epsilon (PyTorch's default); a larger one "
-                                                                "damps the steps of parameters with tiny gradients"})
-    scheduler: str = field(default="none", metadata={"choices": SCHEDULERS, "help": "learning-rate schedule per epoch"})
-    patience: int | None = field(default=None, metadata={"help": "stop a fold after this many epochs without a "
-                                                                   "better --metric-for-best-model; none: never"})
-    loss: str = field(default="weighted", metadata={"choices": LOSSES})
-    timeline_weight: float = field(default=0.0, metadata={"help": "weight of a per-snippet loss that teaches the "
-                                                                  "timeline when the seizure spread (TCS from the "
-                                                                  "videos' onset_bilateral on); 0: the paper's "
-                                                                  "seizure-level loss only"})
-    metric_for_best_model: str = field(default="f1", metadata={
-        "choices": BEST_MODEL_METRICS, "help": "validation metric (middle snippets) that picks each fold's best epoch: "
-        "f1 (TCS positive) as in the paper, balanced_accuracy, or loss (with the timeline terms under "
-        "--timeline-weight); ties go to the earlier epoch"})
-    seed: int = 0
-    mixed_precision: str | None = field(default=None, metadata={
-        "choices": MIXED_PRECISIONS, "help": "autocast precision; auto: bf16 on GPUs that compute it natively, fp16 on "
-        "other GPUs, no on CPUs (default: auto with --train-encoder, else no)"})
-    eval_batch_size: int = field(default=16, metadata={"help": "videos per batch in evaluation"})
-    drop_short: bool = field(default=False, metadata={"help": "leave out videos too short for --num-segments "
-                                                              "instead of failing"})
-    final_epochs: int | None = field(default=None, metadata={"help": "epochs of the final model; none: the median "
-                                                                     "best epoch of the folds, rounded up"})
-    no_final: bool = field(default=False, metadata={"help": "do not train the final model on all videos"})
-    encoder: str | None = field(default=None, metadata={"help": "encoder (preset, folder or Hub id): the one to "
-                                                                "fine-tune with --train-encoder; otherwise also export "
-                                                                "final-video/: final/ behind this encoder"})
-    encoder_weights: str | None = field(default=None, metadata={"help": "checkpoint for --encoder (importers)"})
-    train_encoder: bool = field(default=False, metadata={"help": "train the encoder end to end with the head, on the "
-                                                                 "videos of --videos, instead of on --features"})
-    videos: str | None = field(default=None, metadata={"help": "with --train-encoder: manifest CSV of the videos "
-                                                               "(the one gestures extract reads)"})
-    encoder_learning_rate: float = field(default=1e-4, metadata={"help": "learning rate of the encoder's parameters "
-                                                                         "(--train-encoder)"})
-    micro_batch_size: int = field(default=4, metadata={"help": "videos per forward/backward pass with "
-                                                               "--train-encoder; gradients add up over the batch"})
-    no_gradient_checkpointing: bool = field(default=False, metadata={"help": "keep the encoder's activations instead "
-                                                                             "of recomputing them (--train-encoder: "
-                                                                             "faster, more memory)"})
-    frame_cache: str | None = field(default=None, metadata={"help": "folder of decoded frames, reused by later runs "
-                                                                    "(--train-encoder); default: "
-                                                                    "OUTPUT_DIR/frame-cache"})
-    dense_stride: int | None = field(default=None, metadata={"help": "frames between snippets in dense evaluation "
-                                                                     "(--train-encoder); default: frames per snippet"})
-    init_head: str | None = field(default=None, metadata={"help": "a model trained on features whose aggregator and "
-                                                                  "classifier initialise the head (--train-encoder)"})
-    checkpoint_every: int = field(default=1, metadata={"help": "epochs between checkpoints"})
-    resume: bool = field(default=False, metadata={"help": "continue from the checkpoints in --output-dir"})
-    max_epochs_this_run: int | None = field(default=None, metadata={"help": "stop after this many epochs in this "
-                                                                            "invocation (continue with --resume)"})
-
-    # Options that may change between an interrupted run and its resumption.
-    RUNTIME_OPTIONS = ("resume", "max_epochs_this_run", "fold", "eval_batch_size", "checkpoint_every", "frame_cache",
-                       "micro_batch_size", "no_gradient_checkpointing")
-
-    def __post_init__(self) -> None:
-        self.gamma = gamma_type(str(self.gamma))
-        for name in ("num_segments", "hidden_size", "num_layers", "folds", "epochs", "batch_size", "eval_batch_size",
-                     "checkpoint_every", "micro_batch_size", "dense_stride"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
-        self.check_mode()
-        if self.mixed_precision is None:
-            self.mixed_precision = "auto" if self.train_encoder else "no"
-        if self.mixed_precision not in MIXED_PRECISIONS:
-            raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got "
-                             f"{self.mixed_precision!r}.")
-        if self.fold is not None and not 0 <= self.fold < self.folds:
-            raise ValueError(f"fold must be in [0, {self.folds - 1}], got {self.fold}.")
-        if self.seed < 0:
-            raise ValueError(f"seed must be non-negative, got {self.seed}.")
-        if self.timeline_weight < 0:
-            raise ValueError(f"timeline_weight must be >= 0, got {self.timeline_weight}.")
-        if self.timeline_weight and self.num_layers > 1:
-            raise ValueError("--timeline-weight needs per-snippet logits, which stacked RNNs (--num-layers > 1) do not "
-                             "have: use one layer, or --timeline-weight 0.")
-
-    def check_mode(self) -> None:
-        """Exactly one of feature training (``--features``) and end-to-end training (``--train-encoder``)."""
-        if self.train_encoder:
-            if self.features is not None:
-                raise ValueError("--features and --train-encoder exclude each other: --train-encoder trains on the "
-                                 "videos of --videos.")
-            missing = [flag for flag, value in (("--videos", self.videos), ("--encoder", self.encoder)) if not value]
-            if missing:
-                raise ValueError(f"--train-encoder needs {' and '.join(missing)}: the manifest of the videos and the "
-                                 "encoder to fine-tune.")
-        elif self.features is None:
-            raise ValueError("Give --features (train on snippet features), or --train-encoder with --videos and "
-                             "--encoder (train end to end on videos).")
-        elif self.videos is not None or self.init_head is not None:
-            raise ValueError("--videos and --init-head only apply with --train-encoder.")
-
-    @property
-    def micro_batch(self) -> int:
-        """Videos per forward/backward pass: ``--micro-batch-size`` with ``--train-encoder``, else the whole batch."""
-        return self.micro_batch_size if self.train_encoder else self.batch_size
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one ``--flag`` per field of the dataclass ``cls``: ``False`` defaults are switches, and the field's
-    metadata may give ``help``, ``type``, ``choices`` and ``nargs``."""
-    for spec in dataclasses.fields(cls):
-        kwargs: dict[str, Any] = {"help": spec.metadata.get("help", spec.name.replace("_", " ")), "dest": spec.name}
-        flag = "--" + spec.name.replace("_", "-")
-        if spec.default is False:
-            parser.add_argument(flag, action="store_true", **kwargs)
-            continue
-        if spec.default is not dataclasses.MISSING:
-            kwargs["default"] = spec.default
-        elif spec.default_factory is not dataclasses.MISSING:
-            kwargs["default"] = spec.default_factory()
-        else:
-            kwargs |= {"required": True, "default": argparse.SUPPRESS}
-        value_type = spec.metadata.get("type") or {"int": int, "float": float}.get(str(spec.type).split(" |")[0], str)
-        parser.add_argument(flag, type=value_type, choices=spec.metadata.get("choices"),
-                            nargs=spec.metadata.get("nargs"), **kwargs)
 
 
 # Data -----------------------------------------------------------------------------------------------------------------
@@ -823,9 +658,42 @@ def cross_validation_report(run: Run, results: list[dict[str, Any]]) -> dict[str
     }
 
 
+OUTPUT_README = """# {title}
+
+Written by `gestures train` (gestures-hub {version}). What each entry holds:
+
+| entry | what it is |
+|---|---|
+| `metrics.md`, `metrics.json` | cross-validation results, per view and per seizure (names defined in metrics.md) |
+| `predictions.csv` | the validation TCS probability of every video, per fold |
+| `training_args.json` | the options of this run (`--resume` needs the same) |
+| `fold-<i>/best/` | the best epoch of fold i: a model folder (`from_pretrained`) that takes {best_input} |
+| `fold-<i>/checkpoint/`, `fold-<i>/log.csv` | the state `--resume` continues from; one row per epoch |
+| `final/` | the model trained on all usable videos: takes {best_input} |
+| `final-video/` | `final/` behind the `--encoder`: takes video (`pixel_values`: the pipeline, `gestures predict`) |
+| `final-run/` | the state of the `final/` training, for `--resume` |
+| `processes/` | which processes ran and a digest of the weights each trained |
+
+Models that take snippet features need features extracted as the training data was (see its settings); models that
+take video read files through their video processor (`AutoVideoProcessor`, the pipeline, `gestures predict`).
+"""
+
+
+def write_output_readme(run: Run) -> None:
+    """``OUTPUT_DIR/README.md``: what each folder and file of the run holds, and which models take video."""
+    from . import __version__
+
+    video = run.args.train_encoder
+    best_input = "video (`pixel_values`)" if video else "snippet features (`snippet_features`), not video"
+    title = "GESTURES training run" + (" (SYNTHETIC data)" if run.bank.settings.get("synthetic") else "")
+    (run.output_dir / "README.md").write_text(OUTPUT_README.format(title=title, version=__version__,
+                                                                   best_input=best_input))
+
+
 def write_report(run: Run, report: dict[str, Any], results: list[dict[str, Any]]) -> None:
     if not run.is_main:
         return
+    write_output_readme(run)
     run.write_json(run.output_dir / "metrics.json", report)
     (run.output_dir / "metrics.md").write_text(metrics_markdown(report))
     rows = [{"fold": fold["fold"], "video": video, "patient": fold["patients"][i], "seizure": fold["seizures"][i],
@@ -1007,37 +875,23 @@ def attach_encoder(
 # Command line ---------------------------------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    add_dataclass_arguments(parser, TrainingArguments)
-    return parser
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "train",
-        help="cross-validate and train an aggregator on snippet features (Accelerate)",
-        description=__doc__.split("\n\n")[0] + " Launch with `accelerate launch -m gestures_hub.train` for several "
-        "processes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_arguments(parser).set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
+    options = from_namespace(TrainingArguments, args)
     transformers_logging.disable_progress_bar()  # one bar per fold is enough
-    names = {spec.name for spec in dataclasses.fields(TrainingArguments)}
-    report = train(TrainingArguments(**{k: v for k, v in vars(args).items() if k in names}))
+    report = train(options)
     if report is not None:
-        summary = report["summary"]["middle"]
-        print(f"Validation F1 (middle snippets): {summary['mean']['f1']:.3f} mean over folds, "
-              f"{summary['pooled']['f1']:.3f} pooled. See {Path(args.output_dir) / 'metrics.md'}.")
+        middle, seizure = report["summary"]["middle"], report["summary"]["middle" + SEIZURE_LEVEL]
+        print(f"Validation F1 (middle snippets: the centre snippet of each segment): {middle['mean']['f1']:.3f} "
+              f"mean over folds, {middle['pooled']['f1']:.3f} pooled over them; per seizure (the views' mean "
+              f"probability) {seizure['mean']['f1']:.3f}. See {Path(args.output_dir) / 'metrics.md'}.")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="gestures_hub.train", description=__doc__.split("\n\n")[0],
-                                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter))
-    return run(parser.parse_args(argv))
+    from .cli import run_command
+    from .commands import standalone_parser
+
+    return run_command(standalone_parser("train", "gestures_hub.train").parse_args(argv))
 
 
 if __name__ == "__main__":

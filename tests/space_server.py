@@ -64,6 +64,7 @@ def space_server() -> SpaceServer:
     port = _free_port()
     env = {
         **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SPACE.parent), os.environ.get("PYTHONPATH")])),  # this checkout
         "GRADIO_SERVER_NAME": "127.0.0.1",
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",

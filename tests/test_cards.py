@@ -216,7 +216,7 @@ def test_templates_ship_with_the_package():
 
 def test_model_card_from_a_real_training_run(tmp_path):
     """Train a tiny model with cross-validation, then render the card of its exported final model."""
-    from test_train import events_dataset
+    from helpers import events_dataset
 
     from gestures_hub.train import TrainingArguments, train
 

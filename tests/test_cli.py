@@ -3,12 +3,14 @@
 import subprocess
 import sys
 
+from helpers import checkout_env
+
 from gestures_hub.cli import main
 
 
 def test_module_entry_point_prints_help():
     result = subprocess.run([sys.executable, "-m", "gestures_hub", "--help"], capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, env=checkout_env())
     assert result.returncode == 0
     assert "usage: gestures" in result.stdout and "not a medical device" in result.stdout
     assert "presets" in result.stdout

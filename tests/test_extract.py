@@ -13,8 +13,10 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import accelerate_launch, checkout_env
 from video_fixtures import BAD_KINDS, make_bad
 
 from gestures_hub import GesturesForVideoClassification
@@ -142,7 +144,8 @@ def test_killed_extraction_resumes_with_every_video_exactly_once(tmp_path):
     out = tmp_path / "features"
     command = [sys.executable, "-m", "gestures_hub.extract", "--manifest", str(manifest), "--model", "r2plus1d_18",
                "--out", str(out), "--videos-per-shard", "1", "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                               env=checkout_env())
     deadline = time.monotonic() + 240
     while not shard_paths(out) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -151,7 +154,7 @@ def test_killed_extraction_resumes_with_every_video_exactly_once(tmp_path):
     assert "RANDOM weights" in stderr
     done_at_kill = completed_videos(out)
     assert 1 <= len(done_at_kill) < len(durations), "the run should have been killed half-way"
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=checkout_env())
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{len(done_at_kill)} already there" in result.stdout
     videos = datasets.load_dataset(str(out), split="train")["video"]
@@ -161,17 +164,17 @@ def test_killed_extraction_resumes_with_every_video_exactly_once(tmp_path):
 
 def test_two_processes_split_the_videos_between_them(cohort, tiny_model, tmp_path):
     out = tmp_path / "features"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "gestures_hub.extract",
-               "--manifest", str(cohort), "--model", str(tiny_model), "--out", str(out), "--videos-per-shard", "1",
-               "--quiet"]
+    command = [*accelerate_launch(2), "-m", "gestures_hub.extract", "--manifest", str(cohort), "--model",
+               str(tiny_model), "--out", str(out), "--videos-per-shard", "2", "--quiet"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                            env={**os.environ, "ACCELERATE_USE_CPU": "true"})
+                            env=checkout_env(ACCELERATE_USE_CPU="true"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Extracted 3 video(s)") == 1  # one summary, for both processes
-    shards = sorted(int(path.stem.split("-")[1]) for path in shard_paths(out))
-    assert shards == [0, 1, 2]  # rank 0 wrote shards 0 and 2 (two videos), rank 1 wrote shard 1
+    shards = {int(path.stem.split("-")[1]): pq.read_table(path, columns=["video"]).column("video").to_pylist()
+              for path in shard_paths(out)}
+    # Rank r of 2 takes videos r, r + 2, ... of the manifest and numbers its shards r, r + 2, ...; one process alone
+    # would have written [[p1_s1, p1_s2], [p2_s1]].
+    assert shards == {0: ["p1_s1.mp4", "p2_s1.mp4"], 1: ["p1_s2.mp4"]}
     assert sorted(datasets.load_dataset(str(out), split="train")["video"]) == sorted(DURATIONS)
 
 

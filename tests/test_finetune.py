@@ -1,17 +1,15 @@
 """End-to-end training of the encoder (``gestures train --train-encoder``): frame cache, exact micro-batches, export."""
 
-import argparse
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from helpers import accelerate_launch, as_flags, checkout_env
 from safetensors.torch import load_file
 from transformers import AutoModelForVideoClassification
 from video_fixtures import make_bad
@@ -27,7 +25,7 @@ from gestures_hub.sample_videos import write_test_video
 from gestures_hub.sampling import segment_indices
 from gestures_hub.train import TrainingArguments, resolve_mixed_precision, train
 
-REPO = Path(__file__).resolve().parents[1]
+HEAD_LR, ENCODER_LR = 2e-3, 1e-3
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,17 +53,22 @@ def cohort(tmp_path_factory):
     return folder
 
 
-def video_args(cohort, output_dir, **overrides) -> TrainingArguments:
+def video_options(cohort, **overrides) -> dict:
     """Fine-tuning options shared by the equivalence tests. AdamW's epsilon is raised from 1e-8 so that parameters
     whose gradient is float rounding noise (summed in another order by micro-batches or processes) are not stepped by
     +-learning rate at random: a 1e-7 gradient difference then moves weights by ~1e-7, not ~1e-3. The timeline loss is
-    on, so that its terms are split across micro-batches and processes too."""
+    on, so that its terms are split across micro-batches and processes too. The head and the encoder learn at
+    different rates, so that swapped or merged parameter groups show."""
     options = dict(train_encoder=True, videos=str(cohort / "videos.csv"), encoder=str(cohort / "encoder"),
-                   output_dir=str(output_dir), aggregation="lstm", num_segments=3, gamma=2.0, hidden_size=4, folds=2,
-                   fold=0, epochs=2, batch_size=4, micro_batch_size=2, eval_batch_size=3, learning_rate=1e-3,
-                   encoder_learning_rate=1e-3, adam_epsilon=1e-3, timeline_weight=0.5, mixed_precision="no",
+                   aggregation="lstm", num_segments=3, gamma=2.0, hidden_size=4, folds=2, fold=0, epochs=2,
+                   batch_size=4, micro_batch_size=2, eval_batch_size=3, learning_rate=HEAD_LR,
+                   encoder_learning_rate=ENCODER_LR, adam_epsilon=1e-3, timeline_weight=0.5, mixed_precision="no",
                    no_final=True, seed=0)
-    return TrainingArguments(**{**options, **overrides})
+    return {**options, **overrides}
+
+
+def video_args(cohort, output_dir, **overrides) -> TrainingArguments:
+    return TrainingArguments(**video_options(cohort, output_dir=str(output_dir), **overrides))
 
 
 @pytest.fixture(scope="module")
@@ -95,17 +98,14 @@ def test_micro_batches_and_checkpointing_give_the_full_batch_update(cohort, trai
 def test_two_processes_match_one(cohort, trained, tmp_path):
     """Each process caches its share of the videos, then takes its share of every batch in micro-batches of one
     video, synchronising gradients once per batch."""
-    flags = ["--train-encoder", "--videos", str(cohort / "videos.csv"), "--encoder", str(cohort / "encoder"),
-             "--aggregation", "lstm", "--num-segments", "3", "--gamma", "2", "--hidden-size", "4", "--folds", "2",
-             "--fold", "0", "--epochs", "2", "--batch-size", "4", "--micro-batch-size", "1", "--eval-batch-size", "3",
-             "--learning-rate", "1e-3", "--encoder-learning-rate", "1e-3", "--adam-epsilon", "1e-3",
-             "--timeline-weight", "0.5", "--mixed-precision", "no", "--no-final", "--output-dir", str(tmp_path / "two")]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-                str(29500 + (os.getpid() + 500) % 1000), "-m", "gestures_hub.train"]
-    done = subprocess.run(launcher + flags, env=env, capture_output=True, text=True, timeout=240)
+    flags = as_flags(video_options(cohort, micro_batch_size=1, output_dir=tmp_path / "two"))
+    done = subprocess.run([*accelerate_launch(2), "-m", "gestures_hub.train", *flags], cwd=tmp_path, text=True,
+                          env=checkout_env(ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1"), capture_output=True,
+                          timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads((tmp_path / "two" / "processes" / f"process-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [(r["process_index"], r["num_processes"]) for r in records] == [(0, 2), (1, 2)]
+    assert records[0]["weights_sha256"] == records[1]["weights_sha256"]
     assert len(list((tmp_path / "two" / "frame-cache").glob("*.npy"))) == 8
     one = load_file(trained / "fold-0" / "checkpoint" / "model.safetensors")
     two = load_file(tmp_path / "two" / "fold-0" / "checkpoint" / "model.safetensors")
@@ -114,6 +114,19 @@ def test_two_processes_match_one(cohort, trained, tmp_path):
     results = [json.loads((run / "fold-0" / "results.json").read_text()) for run in (trained, tmp_path / "two")]
     for name in ("middle", "dense"):
         np.testing.assert_allclose(results[0]["probabilities"][name], results[1]["probabilities"][name], atol=1e-5)
+
+
+def test_parameter_groups_give_the_encoder_its_own_learning_rate(cohort):
+    model = GesturesForVideoClassification.from_pretrained(cohort / "encoder")
+    groups = train_module.parameter_groups(model, video_args(cohort, "unused"))
+    optimizer = torch.optim.AdamW(groups, lr=HEAD_LR)  # as training builds it: the head's rate is the default
+    rates = {id(parameter): group["lr"] for group in optimizer.param_groups for parameter in group["params"]}
+    encoder = {id(parameter) for parameter in model.gestures.encoder.parameters()}
+    assert len(rates) == sum(1 for _ in model.parameters()) and encoder < rates.keys()  # each parameter once
+    assert {rates[key] for key in encoder} == {ENCODER_LR}
+    assert {rate for key, rate in rates.items() if key not in encoder} == {HEAD_LR}
+    assert train_module.parameter_groups(model, video_args(cohort, "unused", train_encoder=False, videos=None,
+                                                           features="f")) == [{"params": list(model.parameters())}]
 
 
 def test_the_encoder_learns_with_frozen_batch_norm_statistics(cohort, trained):
@@ -126,7 +139,10 @@ def test_the_encoder_learns_with_frozen_batch_norm_statistics(cohort, trained):
     changed = [key for key in weights if not torch.equal(before[key], after[key])]
     assert len(changed) == len(weights), set(weights) - set(changed)  # every conv and BatchNorm affine trained
     optimizer = torch.load(trained / "fold-0" / "checkpoint" / "optimizer.bin", weights_only=False)
-    assert [(group["lr"], group["eps"]) for group in optimizer["param_groups"]] == [(1e-3, 1e-3)] * 2  # head, encoder
+    groups = [(group["lr"], group["eps"], len(group["params"])) for group in optimizer["param_groups"]]
+    model = GesturesForVideoClassification.from_pretrained(trained / "fold-0" / "best")
+    sizes = len(list(model.parameters())), len(list(model.gestures.encoder.parameters()))
+    assert groups == [(HEAD_LR, 1e-3, sizes[0] - sizes[1]), (ENCODER_LR, 1e-3, sizes[1])]  # head, encoder
     config = json.loads((trained / "fold-0" / "best" / "config.json").read_text())
     assert config["encoder"] == "r2plus1d_tiny" and config["freeze_encoder"] is False
     assert (config["aggregation"], config["hidden_size"], config["num_segments"]) == ("lstm", 4, 3)
@@ -219,9 +235,9 @@ def test_mixed_precision_auto(monkeypatch):
 
 
 def test_help_shows_the_new_flags():
-    parser = argparse.ArgumentParser(prog="gestures")
-    train_module.register(parser.add_subparsers())
-    text = parser._subparsers._group_actions[0].choices["train"].format_help()
+    from gestures_hub.commands import standalone_parser
+
+    text = standalone_parser("train", "gestures train").format_help()
     for flag in ("--train-encoder", "--videos", "--encoder-learning-rate", "--micro-batch-size",
                  "--no-gradient-checkpointing", "--frame-cache", "--dense-stride", "--init-head", "auto"):
         assert flag in text, flag

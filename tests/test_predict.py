@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.figure import Figure
 from video_fixtures import make_bad
 
@@ -64,7 +65,7 @@ def test_demo_model_gives_the_ground_truth_label(demo, videos, ground_truth):
 
 
 def test_predict_video_gives_label_probabilities_and_timeline(demo, videos, tmp_path):
-    model, description = demo
+    model, description, _ = demo
     assert model.config.trained_on_synthetic_data and "demo" in description
     prediction = predict_video(model, videos[0], description=description)
     assert prediction.label in ("FOS", "TCS")
@@ -78,7 +79,8 @@ def test_predict_video_gives_label_probabilities_and_timeline(demo, videos, tmp_
     assert data["demo"] is True and data["notice"] == DEMO_NOTICE and len(data["timeline"]) == n
     figure = plot_timeline(prediction, tmp_path / "plot.png")
     assert isinstance(figure, Figure) and (tmp_path / "plot.png").stat().st_size > 0
-    assert DEMO_NOTICE in [text.get_text() for text in figure.texts]
+    marks = "\n".join(text.get_text() for text in figure.texts)
+    assert DEMO_NOTICE in marks and "SYNTHETIC VIDEO" in marks and "RANDOM" not in marks
 
 
 def test_cli_predicts_good_videos_and_names_bad_ones(videos, tmp_path, capsys):
@@ -107,9 +109,25 @@ def test_cli_says_demo_model_on_every_stdout_line(videos, tmp_path, capsys):
 
 
 def test_cli_without_demo_notice_for_other_models(videos, tmp_path, capsys):
-    assert main(["predict", str(videos[0]), "--model", "gestures-demo", "--out", str(tmp_path)]) == 0
-    assert DEMO_NOTICE not in capsys.readouterr().out
+    assert main(["predict", str(videos[0]), "--model", "tiny-videomae", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert DEMO_NOTICE not in printed and "RANDOM weights" in printed
     assert "DEMO" not in (tmp_path / f"{videos[0].stem}.csv").read_text()
+    summary = json.loads((tmp_path / f"{videos[0].stem}.json").read_text())
+    assert summary["random_weights"] is True and summary["synthetic_video"] is True and summary["notice"] is None
+
+
+def test_the_gestures_demo_preset_is_the_trained_demo_model():
+    from safetensors.torch import load_file
+
+    from gestures_hub.presets import load_model
+
+    model, pretrained = load_model("gestures-demo")
+    assert pretrained and model.config.trained_on_synthetic_data
+    saved = load_file(DEMO_MODEL_DIR / "model.safetensors")
+    assert all(torch.equal(value, saved[name]) for name, value in model.state_dict().items() if name in saved)
+    layout, random = load_model("gestures-demo", hidden_size=32)  # overrides: the layout, with random weights
+    assert not random and not layout.config.trained_on_synthetic_data
 
 
 @pytest.mark.parametrize(

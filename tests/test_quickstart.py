@@ -45,3 +45,19 @@ def test_quickstart_runs_end_to_end(tmp_path, capsys):
     assert "They were trained to show when a TCS seizure becomes bilateral" in card
     for line in ("cohort", "features", "metrics", "model", "timeline", "plot"):
         assert f"  {line}" in printed
+    assert printed.count("(step ") == 6 and "(step 6:" in printed  # each step says how long it took
+    readme = (out / "training" / "README.md").read_text()
+    assert "`final-video/`" in readme and "takes snippet features" in readme and "SYNTHETIC" in readme
+
+    # The same command again resumes (nothing retrained, same prediction); --force starts over.
+    stamp = (model_dir / "model.safetensors").stat().st_mtime_ns
+    assert main(["quickstart", "--out", str(out), "--patients", "5", "--folds", "2", "--epochs", "2",
+                 "--max-duration", "12"]) == 0
+    again = capsys.readouterr().out
+    assert "reusing the synthetic cohort of an earlier run" in again and "Extracted 0 video(s)" in again
+    assert json.loads(predictions[0].read_text())["probabilities"] == prediction["probabilities"]
+    (out / "marker").touch()
+    assert main(["quickstart", "--out", str(out), "--patients", "5", "--folds", "2", "--epochs", "2",
+                 "--max-duration", "12", "--force"]) == 0
+    assert "rendering 5 synthetic patients" in capsys.readouterr().out and not (out / "marker").exists()
+    assert (model_dir / "model.safetensors").stat().st_mtime_ns != stamp

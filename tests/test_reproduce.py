@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
-from test_train import noisy_dataset, write_features
+from helpers import noisy_dataset, write_features
 
 from gestures_hub import GesturesConfig, GesturesForVideoClassification
 from gestures_hub.reproduce import (
@@ -60,12 +60,13 @@ def test_stacked_classifier_is_the_models_side_by_side(tmp_path, aggregation):
         np.testing.assert_allclose(dense[m], expected.numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("loss", ["original", "weighted"])
+@pytest.mark.parametrize("loss", [None, "weighted"])
 def test_a_stack_of_models_equals_single_runs(tmp_path, loss):
-    """Every (aggregation, gamma, fold) model of a batched run matches `gestures train` of that setting."""
+    """Every (aggregation, gamma, fold) model of a batched run matches `gestures train` of that setting; without
+    ``loss``, both train with the paper code's loss."""
     options = ReproduceArguments(features=noisy_dataset(tmp_path / "f", num_videos=30), output_dir=str(tmp_path),
                                  protocols=["patient"], segments=[4], gammas=[1, "middle"], folds=2, epochs=3,
-                                 batch_size=8, hidden_size=4, loss=loss, precision="fp32")
+                                 batch_size=8, hidden_size=4, precision="fp32", **({"loss": loss} if loss else {}))
     bank = load_bank(options)
     accelerator = Accelerator()
     sampler = SegmentSampler(bank, 4)
@@ -74,6 +75,7 @@ def test_a_stack_of_models_equals_single_runs(tmp_path, loss):
         assert len(result.spec.folds) == 4
         for m, (gamma, fold) in enumerate(zip(spec.gammas, spec.folds, strict=True)):
             args = options.training_arguments(spec.aggregation, 4, gamma, "patient")
+            assert args.loss == (loss or "original")
             args.output_dir = str(tmp_path / f"{spec.aggregation}-{m}")
             run = Run(args, accelerator, bank, sampler, sampler.draw("middle"), tmp_path / f"{spec.aggregation}-{m}")
             train_videos, val_videos = spec.splits[fold]

@@ -68,12 +68,19 @@ def test_oversized_long_and_corrupt_uploads_get_clear_errors_and_the_app_keeps_s
     assert str(server.tmp) not in str(error.value), "errors must not reveal server paths"
     assert not any(_cached(server, p.name) for p in (big, long, corrupt))
     label, _, _ = client.predict(handle_file(str(video)), api_name="/analyse")
-    assert label["label"] in ("FOS", "TCS")
+    assert label["label"] == "TCS"  # a synthetic TCS video the demo model never saw
+    log = server.log.read_text()
+    for title in ("Video too large", "Video too long", "Cannot read this video"):
+        assert f"user error: {title}: " in log  # one line each in the server's log ...
+    assert "Traceback" not in log  # ... and no traceback for mistakes users make
 
 
 def test_examples_are_kept_and_served(server: SpaceServer, client: Client) -> None:
     examples = sorted((server.tmp / "examples").glob("synthetic_*.mp4"))
     assert [p.name.split("_")[1] for p in examples] == ["FOS", "TCS"]
-    label, _, details = client.predict(handle_file(str(examples[0])), api_name="/analyse")
-    assert label["label"] in ("FOS", "TCS") and "Prediction" in details
+    for example, truth in zip(examples, ("FOS", "TCS"), strict=True):  # the demo model names each one's true class
+        label, _, details = client.predict(handle_file(str(example)), api_name="/analyse")
+        assert label["label"] == truth and f"Prediction: {truth}" in details
+        assert f"Ground truth of this synthetic example: **{truth}**" in details
+        assert "GESTURES demo model (compact R(2+1)D encoder, BLSTM aggregator" in details
     assert _cached(server, examples[0].name), "an example's cached copy must survive its request"

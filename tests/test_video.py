@@ -290,3 +290,22 @@ def test_write_test_video_validates_its_arguments(tmp_path: Path) -> None:
         write_test_video(tmp_path / "a.mp4", duration=1.0, fps=10, vfr_timestamps=[0.0, 0.5, 0.5])
     with pytest.raises(ValueError, match="Unknown pattern"):
         write_test_video(tmp_path / "b.mp4", duration=1.0, fps=10, pattern="plaid")
+
+
+@pytest.mark.parametrize("name", ["cfr60", "cfr10", "vfr"])
+def test_intact_videos_have_an_empty_decode_report(videos: dict[str, Path], name: str) -> None:
+    report = video.DecodeReport()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frames = list(iter_frames(videos[name], fps=FPS, size=16, report=report))
+    assert len(frames) == 45 and report.problems() == []
+    count = len(source_times(name))
+    assert (report.path, report.decoded_frames, report.announced_frames) == (str(videos[name]), count, count)
+    assert report.decoded_seconds == pytest.approx(3.0) and report.announced_seconds == pytest.approx(3.0)
+
+
+def test_a_stream_without_decoder_is_a_video_error(tmp_path: Path) -> None:
+    path = write_test_video(tmp_path / "clip.mkv", duration=1.0, fps=15)
+    path.write_bytes(path.read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_GESTURES/NONE"))  # a codec id FFmpeg lacks
+    with pytest.raises(VideoError, match="FFmpeg has no decoder for its video stream"):
+        iter_snippets(path)

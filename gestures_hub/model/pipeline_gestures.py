@@ -63,7 +63,9 @@ class GesturesVideoClassificationPipeline(Pipeline):
         return_timeline (`bool`, *optional*, defaults to `False`): return a dict with `scores` (the list above),
             `label`, `snippet_times` (s), `snippet_scores` (per-label lists of per-snippet probabilities; NaN for
             stacked RNNs, which have none), `spread_time` (s, see `detect_spread`; None unless the video is classified
-            TCS), `duration` (s), `trained_on_synthetic_data` and `notice` (the demo notice, or None).
+            TCS), `duration` (s), `damage` (what decoding found wrong with the file, in words: skipped packets,
+            corrupt frames, timestamp jumps, less decoded than announced; empty for an intact video),
+            `trained_on_synthetic_data` and `notice` (the demo notice, or None).
         stride (`int`, *optional*): frames between snippet starts (default: the processor's).
         video_fps (`float`, *optional*): frame rate of caller-decoded frames (default: the model's).
     `batch_size` is the number of snippets encoded at once; `device` and `dtype` work as for every pipeline.
@@ -114,7 +116,8 @@ class GesturesVideoClassificationPipeline(Pipeline):
             times.append(batch.start_times)
         out = self.model(snippet_features=torch.cat(features)[None])
         return {"logits": out.logits[0].float(), "snippet_logits": None if out.snippet_logits is None
-                else out.snippet_logits[0].float(), "snippet_times": torch.cat(times), "duration": stream.duration}
+                else out.snippet_logits[0].float(), "snippet_times": torch.cat(times), "duration": stream.duration,
+                "damage": stream.report.problems()}
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None,
                     return_timeline: bool = False) -> list[dict[str, Any]] | dict[str, Any]:
@@ -140,6 +143,7 @@ class GesturesVideoClassificationPipeline(Pipeline):
             "snippet_scores": {name: snippet[:, i].tolist() for i, name in enumerate(labels)},
             "spread_time": spread,
             "duration": float(model_outputs["duration"]),
+            "damage": model_outputs["damage"],
             "trained_on_synthetic_data": bool(config.trained_on_synthetic_data),
             "notice": config.notice,
         }

@@ -19,7 +19,15 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.video_processing_utils import BaseVideoProcessor
 
 from .configuration_gestures import GesturesConfig
-from .video_reader import SnippetBatch, VideoError, iter_array_frames, iter_snippets, probe_video, snippet_batches
+from .video_reader import (
+    DecodeReport,
+    SnippetBatch,
+    VideoError,
+    iter_array_frames,
+    iter_snippets,
+    probe_video,
+    snippet_batches,
+)
 
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies",
               "_commit_hash")
@@ -36,6 +44,8 @@ class SnippetStream:
     duration: float
     """Seconds: what the container announces, or frames / source fps."""
     batches: Iterator[SnippetBatch]
+    report: DecodeReport
+    """What decoding found (damage, timestamp jumps, ...): complete once the batches are used up."""
 
     def __iter__(self) -> Iterator[SnippetBatch]:
         return self.batches
@@ -108,10 +118,12 @@ class GesturesVideoProcessor(BaseVideoProcessor):
         settings = {"fps": config.fps, "frames_per_snippet": config.frames_per_snippet,
                     "stride": stride or self.snippet_stride, "mean": config.image_mean, "std": config.image_std,
                     "batch_size": batch_size or self.batch_size}
+        report = DecodeReport(str(video) if isinstance(video, (str, Path)) else "<frames>")
         if isinstance(video, (str, Path)):
             duration = probe_video(video, min_duration=config.snippet_duration).duration
-            return SnippetStream(str(video), duration, iter_snippets(video, size=config.image_size,
-                                                                     geometry=config.frame_geometry, **settings))
+            batches = iter_snippets(video, size=config.image_size, geometry=config.frame_geometry, report=report,
+                                    **settings)
+            return SnippetStream(str(video), duration, batches, report)
         frames = _frame_sequence(video)
         name = "<frames>"
         duration = len(frames) / (video_fps or config.fps)
@@ -120,7 +132,7 @@ class GesturesVideoProcessor(BaseVideoProcessor):
                              f"({config.snippet_duration:.2f} s)", "Give more frames.")
         timed = iter_array_frames(frames, fps=config.fps, size=config.image_size, geometry=config.frame_geometry,
                                   source_fps=video_fps, name=name)
-        return SnippetStream(name, duration, snippet_batches(timed, name=name, **settings))
+        return SnippetStream(name, duration, snippet_batches(timed, name=name, **settings), report)
 
     def preprocess(self, videos: Any, *, stride: int | None = None, video_fps: float | None = None,
                    return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:

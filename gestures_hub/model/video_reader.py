@@ -9,6 +9,12 @@ Output stops before the first ``t_k`` that is not earlier than the end of the la
 timestamp plus its duration), so a video of ``D`` seconds gives ``ceil(D * fps)`` frames (up to
 ``TIME_EPS``) whatever its own frame rate: a 60 fps and a 25 fps recording of the same scene give frames at
 the same times.
+
+Damaged timestamps (:func:`_retime`) never stretch a video: a step between consecutive frames' timestamps longer than
+``max(JUMP_SECONDS, JUMP_FRAMES / fps)`` (``fps`` the announced average rate), forward or back, is a timestamp jump,
+closed by starting the frame when the previous one ends (at ``1 / fps`` if its duration is absurd too); later frames
+keep that shift. Decoding stops ``DURATION_MARGIN`` s past the duration the container announces. What decoding found
+is a :class:`DecodeReport`.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ TIME_EPS = 1e-3
 """Seconds of slack when comparing timestamps (source timestamps are rounded to their time base)."""
 MAX_FPS = 1000.0
 """Average frame rates above this are treated as broken metadata."""
+JUMP_SECONDS, JUMP_FRAMES = 1.0, 50
+"""A step between consecutive frames' timestamps longer than both (the latter in frame intervals) is a jump."""
+DURATION_MARGIN = 1.0
+"""Seconds decoded past the announced duration before decoding stops: no video yields more than that allows."""
 _NOT_VIDEO_FORMATS = ("tty", "image2", "image2pipe")  # .txt files are "tty" (ANSI art); images "*_pipe"
 
 T = TypeVar("T")
@@ -53,7 +63,60 @@ class VideoError(ValueError):
 
 
 class VideoWarning(UserWarning):
-    """A video that was read only in part (truncated or with corrupt packets)."""
+    """A video read only in part or with damage (truncated, corrupt packets or frames, broken timestamps); ``report``
+    is its :class:`DecodeReport`."""
+
+    def __init__(self, message: str, report: DecodeReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class DecodeReport:
+    """What decoding one video found: every count is 0 for an intact video. Pass one to :func:`iter_frames` or
+    :func:`iter_snippets` to have it filled; a ``VideoWarning`` carries it too."""
+
+    path: str = ""
+    announced_seconds: float = 0.0
+    """The duration the container announces."""
+    announced_frames: int = 0
+    """The frame count the container announces; 0 when it does not say."""
+    decoded_seconds: float = 0.0
+    """From the first decoded frame's start to the last one's end, timestamp jumps closed."""
+    decoded_frames: int = 0
+    skipped_packets: int = 0
+    """Packets the decoder rejected."""
+    corrupt_frames: int = 0
+    """Frames FFmpeg decoded but flagged corrupt (they are used)."""
+    timestamp_jumps: int = 0
+    jump_seconds: float = 0.0
+    """Seconds the closed jumps would have added or taken back, in all."""
+    overran: bool = False
+    """The timestamps ran more than ``DURATION_MARGIN`` s past the announced duration; the rest was dropped."""
+
+    def problems(self) -> list[str]:
+        """What is wrong, in words; empty for an intact video. The one place that judges whether the decoded time and
+        frames agree with what the container announces (within ``max(0.5 s, 5 %)``)."""
+        found = []
+        slack = max(0.5, 0.05 * self.announced_seconds)
+        if self.overran:
+            found.append(f"its timestamps run past the {self.announced_seconds:.2f} s it announces, so decoding "
+                         f"stopped {DURATION_MARGIN:g} s after that")
+        elif self.decoded_seconds < self.announced_seconds - slack:
+            found.append(f"only {self.decoded_seconds:.2f} s of the {self.announced_seconds:.2f} s it announces "
+                         "could be decoded")
+        elif self.announced_frames and (  # in frames, the same slack as in seconds
+            abs(self.decoded_frames - self.announced_frames) * self.announced_seconds > slack * self.announced_frames
+        ):
+            found.append(f"{self.decoded_frames} frames were decoded where it announces {self.announced_frames}")
+        if self.timestamp_jumps:
+            found.append(f"{self.timestamp_jumps} timestamp jump(s) ({self.jump_seconds:.1f} s in all) were closed: "
+                         "the frame after a jump starts when the one before it ends")
+        if self.skipped_packets:
+            found.append(f"{self.skipped_packets} corrupt packet(s) were skipped")
+        if self.corrupt_frames:
+            found.append(f"{self.corrupt_frames} frame(s) were decoded with errors (FFmpeg flags them corrupt)")
+        return found
 
 
 @dataclass(frozen=True)
@@ -107,19 +170,20 @@ def probe_video(path: str | Path, *, min_duration: float = 0.0) -> VideoInfo:
 
 
 def iter_frames(
-    path: str | Path, *, fps: float, size: int, geometry: str = "center_crop"
+    path: str | Path, *, fps: float, size: int, geometry: str = "center_crop", report: DecodeReport | None = None
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(time, frame)``: frames resampled to ``fps`` (see the module docstring for the rule) and made
     ``size`` x ``size`` squares by ``geometry`` (:func:`square_frame`), as uint8 RGB ``(size, size, 3)`` arrays.
 
-    Raises ``VideoError`` for unusable files; warns with ``VideoWarning`` if only part could be decoded.
+    Raises ``VideoError`` for unusable files; warns with ``VideoWarning`` if only part could be decoded or the video
+    is damaged. ``report`` (if given) is filled as decoding goes: complete once the frames are exhausted.
     """
     if not fps > 0 or size < 1:
         raise ValueError(f"fps and size must be positive, got fps={fps!r}, size={size!r}.")
     with _open(path) as container:
         info = _describe(container, path)
         reformatter = VideoReformatter()
-        for time, frame in _resample(_decode(container, info), fps):
+        for time, frame in _resample(_decode(container, info, DecodeReport() if report is None else report), fps):
             yield time, square_frame(reformatter, frame, size, geometry)
 
 
@@ -166,21 +230,23 @@ def iter_snippets(
     std: Sequence[float] = KINETICS_STD,
     batch_size: int = 8,
     prefetch_depth: int = 2,
+    report: DecodeReport | None = None,
 ) -> Iterator[SnippetBatch]:
     """Batches of snippets of ``frames_per_snippet`` resampled frames, snippet ``j`` starting at frame
     ``j * stride`` (``stride`` defaults to ``frames_per_snippet``: non-overlapping; 1 gives the paper's dense
     features). Pixels are RGB in [0, 1] normalised with ``mean`` and ``std``.
 
     The file is probed now (``VideoError`` if it is unusable or shorter than one snippet); it is decoded in
-    a background thread ``prefetch_depth`` batches ahead of the consumer (0: in the consumer's thread).
+    a background thread ``prefetch_depth`` batches ahead of the consumer (0: in the consumer's thread). ``report``
+    (a :class:`DecodeReport`) is complete once the batches are exhausted.
     """
     if prefetch_depth < 0:
         raise ValueError(f"prefetch_depth must be >= 0, got {prefetch_depth}.")
     _check_snippet_settings(fps, frames_per_snippet, stride, batch_size)
     probe_video(path, min_duration=frames_per_snippet / fps)
-    batches = snippet_batches(iter_frames(path, fps=fps, size=size, geometry=geometry), name=str(path), fps=fps,
-                              frames_per_snippet=frames_per_snippet, stride=stride, mean=mean, std=std,
-                              batch_size=batch_size)
+    frames = iter_frames(path, fps=fps, size=size, geometry=geometry, report=report)
+    batches = snippet_batches(frames, name=str(path), fps=fps, frames_per_snippet=frames_per_snippet, stride=stride,
+                              mean=mean, std=std, batch_size=batch_size)
     return prefetch(batches, prefetch_depth) if prefetch_depth else batches
 
 
@@ -266,8 +332,8 @@ def _open(path: str | Path) -> Iterator[av.container.InputContainer]:
         raise VideoError(path, "it is not a regular file", "Give the path of a video file, not of a folder.")
     if file.stat().st_size == 0:
         raise VideoError(path, "the file is empty (0 bytes)", "Copy or export the video again.")
-    try:
-        container = av.open(str(file))
+    try:  # tags that are not UTF-8 (damaged, or another encoding) are not needed: never let them stop a video
+        container = av.open(str(file), metadata_errors="replace")
     except av.FFmpegError as error:
         raise VideoError(
             path,
@@ -303,6 +369,9 @@ def _describe(container: av.container.InputContainer, path: str | Path) -> Video
         found = ", ".join(f"{stream.type} ({_codec_name(stream)})" for stream in container.streams)
         raise VideoError(path, f"it has no video stream, only {found}", "Give a file with a video track.")
     stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise VideoError(path, "FFmpeg has no decoder for its video stream (an unknown codec, or a damaged header)",
+                         "Re-encode it to H.264, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`.")
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else 0.0
     _check_fps(path, fps)
@@ -337,53 +406,87 @@ def _check_fps(path: str | Path, fps: float) -> None:
         )
 
 
-def _decode(container: av.container.InputContainer, info: VideoInfo) -> Iterator[tuple[float, float, av.VideoFrame]]:
-    """Yield ``(start, end, frame)`` in presentation order, in seconds.
+def _decode(
+    container: av.container.InputContainer, info: VideoInfo, report: DecodeReport
+) -> Iterator[tuple[float, float, av.VideoFrame]]:
+    """Yield ``(start, end, frame)`` in presentation order, in seconds (timestamps checked by :func:`_retime`).
 
-    Timestamps going backwards are clamped; a missing timestamp continues from the previous frame; a
-    missing duration is the previous frame's. Undecodable packets are skipped; a ``VideoWarning`` tells
-    if any were, or if the decoded frames end well before the announced duration (a truncated file).
+    Undecodable packets are skipped; a ``VideoWarning`` tells what ``report`` found (:meth:`DecodeReport.problems`).
     """
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
-    first = start = None
-    end, duration, skipped = 0.0, 1.0 / info.fps, 0
+    report.path, report.announced_seconds, report.announced_frames = info.path, info.duration, stream.frames
     try:
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.InvalidDataError:
-                skipped += 1
-                continue
-            for frame in frames:
-                previous, start = start, end if frame.time is None else float(frame.time)
-                if previous is None:
-                    first = start
-                else:
-                    start = max(start, previous)
-                    duration = start - previous or duration
-                if frame.duration:
-                    duration = float(frame.duration * frame.time_base)
-                end = start + duration
-                yield start, end, frame
+        yield from _retime(_frames(container, stream, report), info.fps, info.duration + DURATION_MARGIN, report)
     except av.FFmpegError as error:
         raise VideoError(
             info.path,
-            f"decoding failed after {end:.2f} s ({error})",
+            f"decoding failed after {report.decoded_seconds:.2f} s ({error})",
             "Re-encode it to H.264, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`.",
         ) from error
-    damage = [f"{skipped} corrupt packet(s) were skipped"] if skipped else []
-    if first is None:
+    if not report.decoded_frames:
         raise VideoError(info.path, "no frame could be decoded", "The file is truncated or damaged; re-export it.")
-    if end - first < info.duration - max(0.5, 0.05 * info.duration):
-        damage.insert(0, f"only {end - first:.2f} s of the {info.duration:.2f} s it announces could be decoded")
-    if damage:
-        warnings.warn(
-            f"Video '{info.path}': {' and '.join(damage)}; it is probably truncated or damaged. Results cover "
-            "what could be decoded; re-export the video to use all of it.",
-            VideoWarning,
-            stacklevel=2,
-        )
+    problems = report.problems()
+    if problems:
+        warnings.warn(VideoWarning(
+            f"Video '{info.path}': {', '.join(problems)}; it is probably truncated or damaged. Results cover what "
+            "could be decoded; re-export the video to use all of it.",
+            report,
+        ), stacklevel=2)
+
+
+def _frames(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, report: DecodeReport
+) -> Iterator[tuple[float | None, float | None, av.VideoFrame]]:
+    """``(time, duration, frame)`` as decoded (seconds, None when unknown); counts skipped packets, corrupt frames."""
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.InvalidDataError:
+            report.skipped_packets += 1
+            continue
+        for frame in frames:
+            report.corrupt_frames += frame.is_corrupt
+            yield frame.time, float(frame.duration * frame.time_base) if frame.duration > 0 else None, frame
+
+
+def _retime(
+    frames: Iterable[tuple[float | None, float | None, T]], fps: float, limit: float, report: DecodeReport
+) -> Iterator[tuple[float, float, T]]:
+    """``(start, end, item)`` from decoded ``(time, duration, item)``, none starting ``limit`` s after the first.
+
+    A missing time continues from the previous end, a missing duration is the previous frame's; a small step back is
+    clamped; a step longer than ``max(JUMP_SECONDS, JUMP_FRAMES / fps)``, forward or back, is a jump: the frame
+    follows the previous one by that one's duration (``1 / fps`` if it is as long as a jump) and later frames keep that
+    shift. Fills ``report``'s time, frames and jumps.
+    """
+    interval = 1.0 / fps
+    jump = max(JUMP_SECONDS, JUMP_FRAMES * interval)
+    previous: float | None = None
+    first = shift = end = 0.0
+    duration = interval
+    for time, length, item in frames:
+        start = end if time is None else time - shift
+        if previous is None:
+            first = start
+        else:
+            if abs(start - previous) > jump:
+                step = duration if duration <= jump else interval
+                report.timestamp_jumps += 1
+                report.jump_seconds += abs(start - previous)
+                shift += start - previous - step
+                start = previous + step
+            start = max(start, previous)
+            duration = start - previous or duration
+        if start - first >= limit:
+            report.overran = True
+            return
+        duration = length or duration
+        report.overran = start + duration - first > limit  # only the last frame's end is ever shown
+        previous, end = start, min(start + duration, first + limit)
+        report.decoded_frames += 1
+        report.decoded_seconds = end - first
+        yield start, end, item
 
 
 def _resample(frames: Iterable[tuple[float, float, T]], fps: float) -> Iterator[tuple[float, T]]:

@@ -1,0 +1,46 @@
+"""The README's two set-up commands: the second is what .ci/run runs, and it provides Chromium where it is absent."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def setup_commands() -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Set-up (two commands)", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
+
+
+def test_the_readme_gives_two_commands_and_ci_runs_the_second():
+    install, test = setup_commands()
+    assert "pip install -e" in install and install.rstrip().endswith(".venv/bin/gestures quickstart")
+    assert test == "bash scripts/test.sh"
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == test  # exactly the README's test command, last
+
+
+def test_the_test_command_installs_chromium_where_it_is_absent(tmp_path):
+    """Run scripts/test.sh with a PATH that has no chromium and a stand-in apt-get (which 'installs' one): the script
+    asks apt-get for chromium, then runs pytest in the project's environment (here: collecting one small file)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("dirname", "id", "chmod"):
+        (bin_dir / tool).symlink_to(next(Path(d) / tool for d in ("/usr/bin", "/bin") if (Path(d) / tool).exists()))
+    log = tmp_path / "apt-get.log"
+    (bin_dir / "apt-get").write_text(f"#!/bin/bash\necho \"$@\" >> {log}\n"
+                                     f"if [ \"$1\" = install ]; then printf '#!/bin/bash\\n' > {bin_dir}/chromium; "
+                                     f"chmod +x {bin_dir}/chromium; fi\n")
+    (bin_dir / "apt-get").chmod(0o755)
+    if os.getuid() != 0:  # as a user, the script asks sudo; the stand-in just runs the command
+        (bin_dir / "sudo").write_text('#!/bin/bash\n"$@"\n')
+        (bin_dir / "sudo").chmod(0o755)
+    result = subprocess.run(["/bin/bash", str(REPO / "scripts" / "test.sh"), "--collect-only", "-q",
+                             "tests/test_splits.py"], cwd=tmp_path, env={**os.environ, "PATH": str(bin_dir)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "installing Debian's chromium" in result.stderr
+    assert log.read_text().splitlines() == ["update -qq", "install -y -qq chromium"]
+    assert "tests collected" in result.stdout or "test_splits.py" in result.stdout
