@@ -49,7 +49,8 @@ class TrainingArguments:
     num_layers: int = field(default=1, metadata={"help": "stacked recurrent layers"})
     dropout: float = field(default=0.0, metadata={"help": "dropout before the classifier"})
     folds: int = field(default=10, metadata={"help": "number of cross-validation folds"})
-    fold: int | None = field(default=None, metadata={"help": "train only this fold; none: all folds, then final/"})
+    fold: int | None = field(default=None, metadata={"help": "train only this fold; none: all folds, then the final "
+                                                               "model"})
     group_by: str = field(default="patient", metadata={
         "choices": tuple(PROTOCOLS), "help": "patient: stratified folds grouped by patient; seizure: the paper code's "
         "seizure-wise folds (round-robin in id order, TCS first); seizure-duration: seizure-wise, dealt by duration"})

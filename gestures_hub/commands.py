@@ -180,7 +180,8 @@ COMMANDS: dict[str, tuple[Builder, str, str, str]] = {
     "train": (train, "train:run", "cross-validate and train GESTURES on snippet features, or end to end on videos",
               "Cross-validate GESTURES on a features dataset (or, with --train-encoder, end to end on the videos of "
               "a manifest), export the best model of each fold (fold-<i>/best) and a model trained on all videos "
-              "(final; final-video with --encoder), and write metrics.json and metrics.md. For several processes: "
+              "(final-features, taking features; final-video, taking video, end to end or with --encoder), and write "
+              "metrics.json and metrics.md. For several processes: "
               "'accelerate launch -m gestures_hub.train ...'."),
     "reproduce": (reproduce, "reproduce:run", "train the paper's ablation grid (aggregation x segments x gamma)",
                   "Train the paper's ablation grid: aggregation x number of segments x gamma (60 settings) x every "

@@ -2,7 +2,7 @@
 
 ::
 
-    gestures train --features DIR --output-dir runs/blstm                  # 10 patient-grouped folds, then final/
+    gestures train --features DIR --output-dir runs/blstm                  # 10 patient-grouped folds, final model
     accelerate launch -m gestures_hub.train --features DIR --output-dir runs/blstm --fold 3
     accelerate launch --multi_gpu --num_processes 2 -m gestures_hub.train ...   # data parallel (gloo on CPU)
     gestures train --train-encoder --videos videos.csv --encoder gestures-blstm --encoder-weights ig65m.pth \
@@ -18,7 +18,8 @@
     fold-<i>/best/                epoch with the best ``--metric-for-best-model`` (validation F1, TCS positive, by
                                   default): ``save_pretrained`` weights, ``training_args.json`` and ``cv_metrics.json``
     fold-<i>/results.json         evaluation of ``best/`` with middle snippets and with all snippets (dense)
-    final/                        model trained on all videos for the median best epoch of the folds (rounded up)
+    final-features/               model trained on all videos for the median best epoch of the folds (rounded up),
+                                  taking snippet features; final-video/ with --train-encoder, or it behind --encoder
     processes/process-<r>.json    world size and a digest of the trained weights, written by every process
     frame-cache/, failures.csv    with ``--train-encoder``: decoded frames (``--frame-cache``), unreadable videos
 
@@ -103,6 +104,8 @@ EVALUATIONS = ("middle", "dense")
 TRAINER_STATE = "trainer_state.json"
 ARGS_FILE = "training_args.json"
 CV_METRICS_FILE = "cv_metrics.json"
+FINAL_FEATURES, FINAL_VIDEO = "final-features", "final-video"
+"""The models trained on all videos, named by what they take: snippet features, or video (``pixel_values``)."""
 _DRAWS, _SHUFFLE = 0, 1  # independent random streams
 
 
@@ -669,9 +672,9 @@ Written by `gestures train` (gestures-hub {version}). What each entry holds:
 | `training_args.json` | the options of this run (`--resume` needs the same) |
 | `fold-<i>/best/` | the best epoch of fold i: a model folder (`from_pretrained`) that takes {best_input} |
 | `fold-<i>/checkpoint/`, `fold-<i>/log.csv` | the state `--resume` continues from; one row per epoch |
-| `final/` | the model trained on all usable videos: takes {best_input} |
-| `final-video/` | `final/` behind the `--encoder`: takes video (`pixel_values`: the pipeline, `gestures predict`) |
-| `final-run/` | the state of the `final/` training, for `--resume` |
+| `final-features/` | the model trained on all usable videos, on features: takes snippet features, not video |
+| `final-video/` | the final model that takes video (`pixel_values`: the pipeline, `gestures predict`) |
+| `final-run/` | the state of the final model's training, for `--resume` |
 | `processes/` | which processes ran and a digest of the weights each trained |
 
 Models that take snippet features need features extracted as the training data was (see its settings); models that
@@ -704,7 +707,7 @@ def write_report(run: Run, report: dict[str, Any], results: list[dict[str, Any]]
             for fold in results for i, (video, label) in enumerate(zip(fold["videos"], fold["labels"], strict=True))]
     pd.DataFrame(rows).to_csv(run.output_dir / "predictions.csv", index=False)
     exports = [run.output_dir / f"fold-{fold['fold']}" / "best" for fold in results] + [
-        run.output_dir / name for name in ("final", "final-video")]
+        run.output_dir / name for name in (FINAL_FEATURES, FINAL_VIDEO)]
     for directory in exports:
         if directory.is_dir():
             run.write_json(directory / CV_METRICS_FILE, report)
@@ -813,12 +816,13 @@ def train(args: TrainingArguments, accelerator: Accelerator | None = None) -> di
     complete = len(done) == args.folds
     if complete and not args.no_final and args.fold is None:
         trainable = np.unique(np.concatenate([train_videos for train_videos, _ in folds]))  # no short, no discarded
+        final = FINAL_VIDEO if args.train_encoder else FINAL_FEATURES
         _, model, finished = fit(run, run.output_dir / "final-run", trainable, None, final_epochs(args, done),
-                                 args.folds, run.output_dir / "final")
+                                 args.folds, run.output_dir / final)
         digests["final"] = weights_digest(model)
         if finished and args.encoder and not args.train_encoder and run.is_main:
             export(run, attach_encoder(model, args.encoder, encoder_weights=args.encoder_weights),
-                   run.output_dir / "final-video")
+                   run.output_dir / FINAL_VIDEO)
     if report is not None:
         write_report(run, report, done)
     processes = {"process_index": accelerator.process_index, "num_processes": accelerator.num_processes,

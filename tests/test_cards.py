@@ -224,7 +224,7 @@ def test_model_card_from_a_real_training_run(tmp_path):
     args = TrainingArguments(features=features, output_dir=str(tmp_path / "run"), num_segments=4, folds=3,
                              epochs=4, hidden_size=8, batch_size=8)
     metrics = train(args)
-    final = tmp_path / "run" / "final"
+    final = tmp_path / "run" / "final-features"
     assert json.loads((final / "cv_metrics.json").read_text()) == metrics
     card = render_model_card(final, repo_id="org/gestures-synthetic-demo")
     card.save(tmp_path / "README.md")

@@ -20,7 +20,8 @@ def test_quickstart_runs_end_to_end(tmp_path, capsys):
     config = json.loads((model_dir / "config.json").read_text())
     assert config["trained_on_synthetic_data"] is True and (model_dir / "model.safetensors").is_file()
     assert (model_dir / "video_preprocessor_config.json").is_file()
-    assert json.loads((out / "training" / "final" / "config.json").read_text())["trained_on_synthetic_data"] is True
+    final_features = json.loads((out / "training" / "final-features" / "config.json").read_text())
+    assert final_features["trained_on_synthetic_data"] is True and final_features["encoder"] == "none"
     predictions = list((out / "prediction").glob("*.json"))
     assert len(predictions) == 1 and (out / "prediction" / f"{predictions[0].stem}.png").is_file()
     prediction = json.loads(predictions[0].read_text())

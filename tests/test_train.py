@@ -133,7 +133,7 @@ def test_timeline_loss_teaches_when_the_seizure_spreads(tmp_path):
             assert cv_errors.median() == pytest.approx(timeline["median_error_s"])
         else:
             assert "timeline" not in metrics
-        model = GesturesForVideoClassification.from_pretrained(out / "final").eval()
+        model = GesturesForVideoClassification.from_pretrained(out / "final-features").eval()
         with torch.no_grad():
             curves = [model(snippet_features=torch.from_numpy(x).float()[None]).snippet_logits[0].softmax(-1)[:, 1]
                       for x in sequences]
@@ -251,7 +251,7 @@ def test_cross_validation_outputs_and_reload(tmp_path):
     # final model: median best epoch, rounded up
     expected_epochs = math.ceil(np.median([fold["best_epoch"] for fold in saved["folds"]]))
     assert len((out / "final-run" / "log.csv").read_text().splitlines()) == 1 + expected_epochs
-    for export in (out / "final", out / "fold-1" / "best"):
+    for export in (out / "final-features", out / "fold-1" / "best"):
         assert json.loads((export / "cv_metrics.json").read_text()) == saved
         assert json.loads((export / "training_args.json").read_text())["aggregation"] == "blstm"
 
