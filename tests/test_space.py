@@ -54,8 +54,9 @@ def test_oversized_long_and_corrupt_uploads_get_clear_errors_and_the_app_keeps_s
 ) -> None:
     big = tmp_path / "space_big.mp4"
     big.write_bytes(os.urandom(int(1.5 * MAX_MB * 1e6)))
-    with pytest.raises(AppError, match=f"accepts videos up to {MAX_MB:g} MB"):
+    with pytest.raises(AppError, match=f"accepts videos up to {MAX_MB:g} MB") as too_big:
         client.predict(handle_file(str(big)), api_name="/analyse")
+    assert too_big.value.title == "Video too large"  # the app's own title, not a bare "Error"
     spec = SeizureSpec(patient="spacetest", seizure="02", label="FOS", duration=MAX_MINUTES * 60 + 2, fps=5,
                        width=160, height=120)
     long = render_video(spec, tmp_path / "space_long.mp4")
@@ -66,6 +67,7 @@ def test_oversized_long_and_corrupt_uploads_get_clear_errors_and_the_app_keeps_s
     with pytest.raises(AppError, match="not a video") as error:
         client.predict(handle_file(str(corrupt)), api_name="/analyse")
     assert str(server.tmp) not in str(error.value), "errors must not reveal server paths"
+    assert error.value.title == "Cannot read this video"
     assert not any(_cached(server, p.name) for p in (big, long, corrupt))
     label, _, _ = client.predict(handle_file(str(video)), api_name="/analyse")
     assert label["label"] == "TCS"  # a synthetic TCS video the demo model never saw
