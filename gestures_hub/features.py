@@ -215,6 +215,25 @@ def atomic_write(path: Path, write: Any) -> None:
         raise
 
 
+def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (:func:`atomic_write`): a kill mid-write leaves the old file or
+    none, never half of one. Every JSON state file of the package goes through here."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda file: file.write((json.dumps(data, indent=indent) + "\n").encode()))
+    return path
+
+
+def read_json_state(path: str | Path, what: str) -> Any:
+    """The JSON of a state file that ``--resume`` relies on; a damaged one is an error that names it and the way out."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} ({what}) is damaged, e.g. half-written by an older version that was killed "
+                         f"({error}). Delete it to redo that part, or restore it from a copy.") from None
+
+
 def write_settings(out_dir: str | Path, settings: FeatureSettings) -> Path:
     """Write the settings sidecar; refuse if the folder holds features extracted differently."""
     path = Path(out_dir) / SETTINGS_FILENAME

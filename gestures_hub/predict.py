@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .features import write_json
 from .model import GesturesForVideoClassification, GesturesVideoClassificationPipeline, GesturesVideoProcessor
 from .model.video_reader import VideoError
 from .presets import DEMO_MODEL_DIR, load_model
@@ -151,7 +152,7 @@ def write_outputs(prediction: Prediction, out_dir: Path, stem: str) -> dict[str,
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: out_dir / f"{stem}.{kind}" for kind in ("csv", "json", "png")}
     write_timeline_csv(prediction, paths["csv"])
-    paths["json"].write_text(json.dumps(prediction.to_dict(), indent=2) + "\n")
+    write_json(paths["json"], prediction.to_dict())
     plot_timeline(prediction, paths["png"])
     return paths
 

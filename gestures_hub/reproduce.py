@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import time
@@ -53,6 +52,7 @@ from tqdm.auto import tqdm
 
 from .arguments import GRID_AGGREGATIONS, PROTOCOLS, ReproduceArguments, from_namespace
 from .extract import native_bf16
+from .features import write_json
 from .metrics import SEIZURE_LEVEL, fold_metrics, format_value, markdown_table, summarize_folds
 from .model.modeling_gestures import GesturesForVideoClassification
 from .sampling import parse_gamma
@@ -661,7 +661,7 @@ def reproduce(options: ReproduceArguments) -> dict[str, Any]:
     output_dir = Path(options.output_dir)
     for name, protocol in report["protocols"].items():
         (output_dir / name).mkdir(parents=True, exist_ok=True)
-        (output_dir / name / "grid.json").write_text(json.dumps(protocol, indent=1) + "\n")
+        write_json(output_dir / name / "grid.json", protocol, indent=1)
     (output_dir / "reproduce.md").write_text(grid_markdown(report))
     return report
 

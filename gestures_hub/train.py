@@ -62,7 +62,6 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
-import json
 import math
 import shutil
 import sys
@@ -83,7 +82,15 @@ from transformers.utils import logging as transformers_logging
 
 from .arguments import LOSSES, PROTOCOLS, TrainingArguments, from_namespace
 from .extract import auto_precision
-from .features import LABEL_NAMES, UNKNOWN_LABEL, LabelledVideos, dataset_settings, load_features
+from .features import (
+    LABEL_NAMES,
+    UNKNOWN_LABEL,
+    LabelledVideos,
+    dataset_settings,
+    load_features,
+    read_json_state,
+    write_json,
+)
 from .finetune import VideoBank, freeze_batch_norm
 from .metrics import (
     SEIZURE_LEVEL,
@@ -305,11 +312,11 @@ class TrainerState:
     log: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=1))
+        write_json(path, dataclasses.asdict(self), indent=1)
 
     @classmethod
     def load(cls, path: Path) -> TrainerState:
-        return cls(**json.loads(path.read_text()))
+        return cls(**read_json_state(path, "the trainer state of a checkpoint"))
 
 
 @dataclass
@@ -334,9 +341,9 @@ class Run:
         return DEFAULT_MIN_SEIZURE_DURATION[self.args.group_by] if given is None else given
 
     def write_json(self, path: Path, data: Any) -> None:
+        """Write ``data`` atomically (main process only)."""
         if self.is_main:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(data, indent=2) + "\n")
+            write_json(path, data)
 
 
 def build_config(bank: Bank, args: TrainingArguments, class_weights: list[float] | None) -> GesturesConfig:
@@ -610,7 +617,7 @@ def train_fold(run: Run, fold: int, train_videos: np.ndarray, val_videos: np.nda
     run_dir = run.output_dir / f"fold-{fold}"
     results_path = run_dir / "results.json"
     if run.args.resume and results_path.is_file():
-        results = json.loads(results_path.read_text())
+        results = read_json_state(results_path, f"the evaluation of fold {fold}")
         return results, results["weights_sha256"]
     state, model, finished = fit(run, run_dir, train_videos, val_videos, run.args.epochs, fold, run_dir / "best")
     digest = weights_digest(model)
@@ -723,7 +730,8 @@ def check_arguments(run: Run) -> None:
     path = run.output_dir / ARGS_FILE
     current = {k: v for k, v in run.args.to_dict().items() if k not in TrainingArguments.RUNTIME_OPTIONS}
     if path.is_file():
-        saved = {k: v for k, v in json.loads(path.read_text()).items() if k not in TrainingArguments.RUNTIME_OPTIONS}
+        saved = {k: v for k, v in read_json_state(path, "the arguments of this run").items()
+                 if k not in TrainingArguments.RUNTIME_OPTIONS}
         defaults = {spec.name: spec.default for spec in dataclasses.fields(TrainingArguments)}
         changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k, defaults[k]) != v}
         if changed:
@@ -810,7 +818,7 @@ def train(args: TrainingArguments, accelerator: Accelerator | None = None) -> di
         if results is None:
             break
     accelerator.wait_for_everyone()
-    done = [json.loads(path.read_text()) for fold in range(args.folds)
+    done = [read_json_state(path, f"the evaluation of fold {fold}") for fold in range(args.folds)
             if (path := run.output_dir / f"fold-{fold}" / "results.json").is_file()]
     report = cross_validation_report(run, done) if done else None
     complete = len(done) == args.folds
@@ -828,7 +836,7 @@ def train(args: TrainingArguments, accelerator: Accelerator | None = None) -> di
     processes = {"process_index": accelerator.process_index, "num_processes": accelerator.num_processes,
                  "device": str(accelerator.device), "weights_sha256": digests}
     (run.output_dir / "processes").mkdir(parents=True, exist_ok=True)
-    (run.output_dir / "processes" / f"process-{accelerator.process_index}.json").write_text(json.dumps(processes))
+    write_json(run.output_dir / "processes" / f"process-{accelerator.process_index}.json", processes)
     return report if complete else None
 
 

@@ -96,3 +96,22 @@ def test_extracted_features_match_an_independent_reference(tmp_path, geometry, s
     # from the extracted features by far more than the tolerance.
     for wrong in (encode(mean=STD, std=MEAN), encode(fps=SOURCE_FPS)[:3]):
         assert np.abs(wrong - extracted).max() > 1000 * TOLERANCE
+
+
+def test_predict_and_the_pipeline_give_the_model_on_independently_decoded_frames(tmp_path):
+    """``predict_video`` (the pipeline the Space and ``gestures predict`` run) equals a direct ``model(...)`` call on
+    the reference snippets, to float32 rounding: a wrong frame choice, crop or normalisation would move it far more."""
+    from gestures_hub.predict import predict_video
+
+    video = tmp_path / "lossless.mov"
+    write_lossless_video(video)
+    torch.manual_seed(0)
+    model = GesturesForVideoClassification(get_config("gestures-demo", image_size=HEIGHT)).eval()
+    pixels = torch.from_numpy(reference_snippets(video, size=HEIGHT, geometry="center_crop", frames=8))
+    with torch.no_grad():
+        direct = model(pixel_values=pixels[None])
+    prediction = predict_video(model, video)
+    np.testing.assert_allclose(list(prediction.probabilities.values()), direct.logits[0].softmax(-1).numpy(),
+                               atol=TOLERANCE)
+    np.testing.assert_allclose(prediction.snippet_probabilities, direct.snippet_logits[0].softmax(-1).numpy(),
+                               atol=TOLERANCE)

@@ -32,6 +32,7 @@ def test_quickstart_runs_end_to_end(tmp_path, capsys):
     with (out / "cohort" / "manifest.csv").open(newline="") as file:
         truth = next(row for row in csv.DictReader(file) if row["video"] == f"videos/{held_out.split('/')[-1]}")
     label, onset = truth["label"], truth["onset_bilateral"]
+    assert prediction["label"] == label  # the quickstart model names the held-out patient's true class
     assert f"ground truth (synthetic): {label}{f', spread at {float(onset):.1f} s' if onset else ''}" in printed
     args = json.loads((out / "training" / "training_args.json").read_text())
     assert (args["timeline_weight"], args["metric_for_best_model"]) == (0.5, "loss")

@@ -15,6 +15,7 @@ from gestures_hub.reproduce import (
     StackedLSTM,
     dense_probabilities,
     load_bank,
+    lstm_forward,
     plan_stacks,
     reproduce,
     train_stack,
@@ -154,3 +155,10 @@ def test_bfloat16_projections_train_like_float32(tmp_path):
             assert not torch.equal(mixed.model.params[name], value)  # the rounding is real
         for m in range(len(single.spec.folds)):
             np.testing.assert_allclose(mixed.probabilities[m]["dense"], single.probabilities[m]["dense"], atol=0.05)
+    # The tolerances above only bound the projections' rounding; they would not see weights, AdamW states (which take
+    # the weights' dtype) or LSTM states rounded to bfloat16 too. Those must stay float32:
+    for result in results["bf16"]:
+        assert {value.dtype for value in result.model.params.values()} == {torch.float32}
+    weights = [torch.randn(2, *shape) for shape in ((6, 16), (4, 16), (1, 16))]  # 2 models, 6 features, hidden 4
+    hidden, saved = lstm_forward(torch.randn(2, 5, 3, 6).bfloat16(), *weights, keep=True)
+    assert hidden.dtype == torch.float32 and {state.dtype for state in saved} == {torch.float32}
