@@ -107,7 +107,7 @@ def test_predict_and_the_pipeline_give_the_model_on_independently_decoded_frames
     write_lossless_video(video)
     torch.manual_seed(0)
     model = GesturesForVideoClassification(get_config("gestures-demo", image_size=HEIGHT)).eval()
-    pixels = torch.from_numpy(reference_snippets(video, size=HEIGHT, geometry="center_crop", frames=8))
+    pixels = torch.as_tensor(reference_snippets(video, size=HEIGHT, geometry="center_crop", frames=8))
     with torch.no_grad():
         direct = model(pixel_values=pixels[None])
     prediction = predict_video(model, video)
