@@ -72,6 +72,8 @@ class ExtractionReport:
     damage: dict[str, dict[str, object]] = field(default_factory=dict)
     """Per damaged video, its :class:`~gestures_hub.model.video_reader.DecodeReport` as a dict."""
     video_seconds: float = 0.0
+    damaged_shards: dict[str, str] = field(default_factory=dict)
+    """Per shard found unreadable on resume (set aside, its videos extracted again), what was wrong."""
 
 
 def read_manifest(path: str | Path, *, allow_outside_paths: bool = False) -> list[ManifestRow]:
@@ -259,6 +261,7 @@ def extract(
             _extract_one(encoder, row, settings.stride, writer, report)
             bar.set_postfix(video_s=f"{report.video_seconds:.0f}")
     report = _gather(report, state)
+    report.damaged_shards = writer.damaged  # only the main process checks the shards
     if state.is_main_process:
         write_failures(Path(out), report.failures)
     return report
@@ -347,6 +350,7 @@ def summarise(report: ExtractionReport, out: str | Path) -> str:
         f"Extracted {len(report.extracted)} video(s) ({report.video_seconds:.0f} s of video) into {out}; "
         f"{len(report.skipped)} already there; {len(report.failures)} failed."
     ]
+    lines += [f"  DAMAGED shard {shard}: {problem}" for shard, problem in sorted(report.damaged_shards.items())]
     lines += [f"  WARNING {video}: {message}" for video, message in sorted(report.warnings.items())]
     lines += [f"  FAILED  {video}: {reason}" for video, reason in sorted(report.failures.items())]
     if report.failures:

@@ -16,6 +16,7 @@ in ``Dataset.info.description`` as JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -285,6 +286,51 @@ def completed_videos(out_dir: str | Path) -> set[str]:
     return done
 
 
+DAMAGED_SUFFIX = ".damaged"
+
+
+def _checksum_path(shard: Path) -> Path:
+    """The hidden file holding the SHA-256 of ``shard``, written with it (``load_dataset`` skips hidden files)."""
+    return shard.with_name(f".{shard.name}.sha256")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shard_problem(shard: Path, *, full: bool = True) -> str | None:
+    """Why ``shard`` is damaged: its bytes differ from the SHA-256 written with it (shards of older versions have
+    none) or, if ``full``, it cannot be read in full (settings metadata parsed); None if it is fine."""
+    checksum = _checksum_path(shard)
+    if checksum.is_file() and checksum.read_text().strip() != _sha256(shard):
+        return f"its bytes differ from the SHA-256 written with it in {checksum.name}"
+    if not full:
+        return None
+    try:
+        table = pq.read_table(shard)
+        json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+    except (OSError, ValueError, pa.ArrowException) as error:
+        return str(error) or type(error).__name__
+    return None
+
+
+def set_aside_damaged_shards(out_dir: str | Path) -> dict[str, str]:
+    """Read every shard in full and rename each unreadable one to the hidden ``.NAME.damaged`` (kept, but skipped by
+    ``load_dataset`` and :func:`completed_videos`, so its videos are extracted again). Returns {shard name: problem}."""
+    damaged: dict[str, str] = {}
+    for shard in shard_paths(out_dir):
+        problem = shard_problem(shard)
+        if problem is None:
+            continue
+        target, number = shard.with_name(f".{shard.name}{DAMAGED_SUFFIX}"), 1
+        while target.exists():
+            target, number = shard.with_name(f".{shard.name}{DAMAGED_SUFFIX}{number}"), number + 1
+        shard.rename(target)
+        _checksum_path(shard).unlink(missing_ok=True)
+        damaged[shard.name] = f"{problem} (moved aside to {target.name}; its videos are extracted again)"
+    return damaged
+
+
 def _shard_table(rows: list[dict[str, Any]], settings: FeatureSettings) -> pa.Table:
     schema = feature_schema(settings.feature_dim)
     columns = {name: [row[name] for row in rows] for name in schema}
@@ -316,6 +362,8 @@ def write_shard(out_dir: str | Path, rows: Iterable[Mapping[str, Any]], shard_in
     table = _shard_table(rows, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda file: pq.write_table(table, file))
+    digest = _sha256(path)
+    atomic_write(_checksum_path(path), lambda file: file.write(f"{digest}\n".encode()))
     return path
 
 
@@ -356,7 +404,8 @@ class LabelledVideos:
 class FeatureShardWriter:
     """Buffer video rows and write them as numbered shards; resumable.
 
-    Opening an existing folder checks that its settings match, then skips the videos listed in
+    Opening an existing folder checks that its settings match, sets aside the shards that cannot be read (writer
+    ``rank`` 0 only, listed in :attr:`damaged`, see :func:`set_aside_damaged_shards`), then skips the videos listed in
     :attr:`done`. Rows are validated on :meth:`add`; buffered rows are written by :meth:`flush`,
     automatically every ``videos_per_shard`` rows and when leaving a ``with`` block (also on
     error, so finished videos are kept).
@@ -386,6 +435,7 @@ class FeatureShardWriter:
         for stale in (self.out_dir / DATA_DIRNAME).glob(f".{SHARD_PREFIX}*.tmp"):
             if _shard_index(stale.name.removeprefix(".").split(".")[0]) % world_size == rank:
                 stale.unlink(missing_ok=True)
+        self.damaged = set_aside_damaged_shards(self.out_dir) if rank == 0 else {}
         self.done = completed_videos(self.out_dir)
         last = max((_shard_index(path.stem) for path in shard_paths(self.out_dir)), default=-1)
         self._next_index = last + 1 + (rank - last - 1) % world_size
@@ -422,7 +472,12 @@ def load_features(path_or_repo: str | Path, *, revision: str | None = None) -> d
     The extraction settings are put in ``info.description`` (JSON, see :func:`dataset_settings`).
     """
     if Path(path_or_repo).is_dir():
-        dataset = datasets.load_dataset(str(path_or_repo), split="train")
+        _raise_if_damaged(path_or_repo, full=False)
+        try:
+            dataset = datasets.load_dataset(str(path_or_repo), split="train")
+        except Exception as error:
+            _raise_if_damaged(path_or_repo, full=True, cause=error)
+            raise
         settings = read_settings(path_or_repo)
     else:
         from huggingface_hub import hf_hub_download
@@ -434,6 +489,16 @@ def load_features(path_or_repo: str | Path, *, revision: str | None = None) -> d
         settings = json.loads(Path(sidecar).read_text())
     dataset.info.description = json.dumps(settings)
     return dataset
+
+
+def _raise_if_damaged(folder: str | Path, *, full: bool, cause: BaseException | None = None) -> None:
+    """A ValueError naming the first damaged shard of ``folder`` (see :func:`shard_problem`) and how to rebuild it."""
+    for shard in shard_paths(folder):
+        if problem := shard_problem(shard, full=full):
+            raise ValueError(
+                f"Feature shard {shard} is damaged ({problem}). Rerun `gestures extract` with the same manifest "
+                f"and --out {folder}: it sets damaged shards aside and extracts their videos again."
+            ) from cause
 
 
 def dataset_settings(dataset: datasets.Dataset) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,51 @@ def get_config(name: str, **overrides: Any) -> GesturesConfig:
     return GesturesConfig(**{**PRESETS[name].config, **overrides})
 
 
+class BrokenModelError(ValueError):
+    """A model folder whose files are damaged or do not fit together."""
+
+
+REMAKE = "Save the model again with save_pretrained, or download it again."
+
+
+def check_model_folder(folder: Path) -> None:
+    """Raise :class:`BrokenModelError` (naming ``folder``, the problem and the way out) if the config or the weights of
+    a ``save_pretrained`` folder cannot be read or do not fit together; missing files are left to from_pretrained."""
+
+    def fail(problem: str, advice: str = REMAKE) -> BrokenModelError:
+        return BrokenModelError(f"Cannot load the model in {folder}: {problem}. {advice}")
+
+    config_file, weights = folder / "config.json", folder / "model.safetensors"
+    if config_file.is_file():
+        try:
+            json.loads(config_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise fail(f"config.json is not valid JSON ({error})") from None
+    if not weights.is_file():
+        if (folder / "pytorch_model.bin").is_file() and not (folder / "model.safetensors.index.json").is_file():
+            raise fail("it has no model.safetensors, only pytorch_model.bin (pickled weights, which can run code when "
+                       "loaded, so they are not read)", "Load it where you trust it and save it again with "
+                       "save_pretrained (which writes model.safetensors), or download the safetensors version.")
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as file:
+            shapes = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as error:
+        raise fail(f"model.safetensors is truncated or damaged ({error})") from None
+    if not config_file.is_file():
+        return
+    import torch
+
+    with torch.device("meta"):
+        model = GesturesForVideoClassification(GesturesConfig.from_pretrained(str(folder)))
+    for name, tensor in model.state_dict().items():
+        if name in shapes and shapes[name] != tuple(tensor.shape):
+            raise fail(f"the weights do not fit the config: {name} is {list(shapes[name])} in model.safetensors but "
+                       f"{list(tensor.shape)} in the model config.json describes")
+
+
 def load_model(
     spec: str | Path, *, weights: str | Path | None = None, **overrides: Any
 ) -> tuple[GesturesForVideoClassification, bool]:
@@ -91,6 +137,8 @@ def load_model(
     else:
         if overrides:
             raise ValueError("Configuration overrides only apply to presets.")
+        if Path(spec).is_dir():
+            check_model_folder(Path(spec))
         try:
             model = GesturesForVideoClassification.from_pretrained(str(spec))
         except OSError as error:
