@@ -94,13 +94,12 @@ def load_predictor(spec: str | None = None) -> tuple[GesturesForVideoClassificat
     return model, description, pretrained
 
 
-def video_pipeline(model: GesturesForVideoClassification, *, device: str | None = None,
-                   batch_size: int | None = None) -> GesturesVideoClassificationPipeline:
-    """The model's pipeline with its video processor, on ``device`` (default: the accelerator if any), encoding
-    ``batch_size`` snippets at a time (default: the processor's)."""
+def video_pipeline(model: GesturesForVideoClassification, *, device: str | None = None
+                   ) -> GesturesVideoClassificationPipeline:
+    """The model's pipeline with its video processor, on ``device`` (default: the accelerator if any)."""
     resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return GesturesVideoClassificationPipeline(model=model, video_processor=GesturesVideoProcessor(model.config),
-                                               device=resolved, batch_size=batch_size)
+                                               device=resolved)
 
 
 def predict_video(

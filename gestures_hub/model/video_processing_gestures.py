@@ -39,13 +39,12 @@ class SnippetStream:
     """The snippets of one video, produced batch by batch as they are iterated (decoding never runs ahead by more
     than a couple of batches): only one batch of pixels is in memory at a time."""
 
-    name: str
-    """The file's path, or ``"<frames>"`` for caller-decoded frames."""
     duration: float
     """Seconds: what the container announces, or frames / source fps."""
     batches: Iterator[SnippetBatch]
     report: DecodeReport
-    """What decoding found (damage, timestamp jumps, ...): complete once the batches are used up."""
+    """What decoding found (damage, timestamp jumps, ...), with the file's path (``"<frames>"`` for caller-decoded
+    frames): complete once the batches are used up."""
 
     def __iter__(self) -> Iterator[SnippetBatch]:
         return self.batches
@@ -123,7 +122,7 @@ class GesturesVideoProcessor(BaseVideoProcessor):
             duration = probe_video(video, min_duration=config.snippet_duration).duration
             batches = iter_snippets(video, size=config.image_size, geometry=config.frame_geometry, report=report,
                                     **settings)
-            return SnippetStream(str(video), duration, batches, report)
+            return SnippetStream(duration, batches, report)
         frames = _frame_sequence(video)
         name = "<frames>"
         duration = len(frames) / (video_fps or config.fps)
@@ -132,7 +131,7 @@ class GesturesVideoProcessor(BaseVideoProcessor):
                              f"({config.snippet_duration:.2f} s)", "Give more frames.")
         timed = iter_array_frames(frames, fps=config.fps, size=config.image_size, geometry=config.frame_geometry,
                                   source_fps=video_fps, name=name)
-        return SnippetStream(name, duration, snippet_batches(timed, name=name, **settings), report)
+        return SnippetStream(duration, snippet_batches(timed, name=name, **settings), report)
 
     def preprocess(self, videos: Any, *, stride: int | None = None, video_fps: float | None = None,
                    return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
