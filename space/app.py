@@ -5,29 +5,44 @@ Settings (environment variables):
 * ``GESTURES_MODEL``: Hub id or local folder of a GESTURES video model (default: the embedded demo model,
   trained on synthetic videos only);
 * ``GESTURES_MAX_MB`` (default 200) and ``GESTURES_MAX_MINUTES`` (default 10): upload limits;
-* ``GESTURES_SPACE_TMP``: scratch folder (default ``<system temp>/gestures-space``) holding gradio's upload
-  cache (``GRADIO_TEMP_DIR``, unless set) and the rendered synthetic examples;
+* ``GESTURES_MAX_WAITING`` (default 16): requests that may wait in the queue; more are refused as busy;
+* ``GESTURES_SPACE_TMP``: scratch folder holding gradio's upload cache (``GRADIO_TEMP_DIR``, unless set) and
+  the rendered synthetic examples (default: a private folder of this server, ``<system temp>/gestures-space-*``);
 * ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``: where ``python app.py`` serves (read by gradio).
 
-Uploads are deleted as soon as their request ends; gradio's cache is also swept every few minutes and
-wiped when the server stops.
+gradio stores uploads by content hash, so identical uploads share one path; each upload is therefore given a
+private hard link of its own (``PrivateUploads``), which its request deletes when it ends, and the shared path
+is removed as soon as no upload is being received. A request the queue refuses has its upload deleted too
+(``UploadGuard``); SIGINT and SIGTERM stop the server within seconds and remove the scratch folder's contents.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-SPACE_TMP = Path(os.environ.get("GESTURES_SPACE_TMP") or Path(tempfile.gettempdir()) / "gestures-space")
+SCRATCH_GIVEN = bool(os.environ.get("GESTURES_SPACE_TMP"))
+SPACE_TMP = Path(os.environ.get("GESTURES_SPACE_TMP") or tempfile.mkdtemp(prefix="gestures-space-")).resolve()
+"""This server's scratch folder: ``GESTURES_SPACE_TMP``, or else a fresh private (0700) one, so that two servers on
+one machine never share uploads."""
 os.environ.setdefault("GRADIO_TEMP_DIR", str(SPACE_TMP / "gradio"))  # gradio reads it at import time
 
 import gradio as gr  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
+from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 
 from gestures_hub.model import GesturesVideoClassificationPipeline  # noqa: E402
 from gestures_hub.model.video_reader import VideoError, probe_video  # noqa: E402
@@ -94,13 +109,16 @@ class Limits:
 
     max_mb: float = 200.0
     max_minutes: float = 10.0
+    max_waiting: int = 16
+    """Requests that may wait in the queue (one runs at a time); gradio refuses more as busy."""
 
     @classmethod
     def from_env(cls) -> Limits:
-        """Read ``GESTURES_MAX_MB`` and ``GESTURES_MAX_MINUTES`` (unset: the defaults)."""
+        """Read ``GESTURES_MAX_MB``, ``GESTURES_MAX_MINUTES`` and ``GESTURES_MAX_WAITING`` (unset: the defaults)."""
         return cls(
             max_mb=float(os.environ.get("GESTURES_MAX_MB") or cls.max_mb),
             max_minutes=float(os.environ.get("GESTURES_MAX_MINUTES") or cls.max_minutes),
+            max_waiting=int(os.environ.get("GESTURES_MAX_WAITING") or cls.max_waiting),
         )
 
 
@@ -132,15 +150,138 @@ def check_video(path: str, limits: Limits) -> float:
     return duration
 
 
-def discard_upload(path: str, keep: Collection[str] = ()) -> None:
-    """Delete an uploaded file (and its folder, if left empty) from gradio's cache; never touch ``keep``."""
-    file = Path(path).resolve()
-    cache = Path(os.environ["GRADIO_TEMP_DIR"]).resolve()
-    if str(file) in {str(Path(k).resolve()) for k in keep} or not file.is_relative_to(cache):
-        return
-    file.unlink(missing_ok=True)
-    if file.parent != cache and not any(file.parent.iterdir()):
-        file.parent.rmdir()
+class PrivateUploads:
+    """Each upload's own path, so that identical uploads never delete each other's file.
+
+    gradio stores an upload at ``<cache>/<content hash>/<name>``: two users (or one, twice) sending the same video
+    get one shared path, and the first request to end would delete it under the others. Right after gradio has
+    stored an upload, ``private`` hard-links it to a fresh folder of its own under ``root`` (inside gradio's cache,
+    where gradio accepts inputs) and retires the shared path, which is deleted as soon as no upload is being
+    received (while one is, gradio may be about to hand out that same path again). A request deletes only its
+    own private path (``discard``). Private paths are recorded in ``record`` (gradio's upload set), so gradio's
+    ``delete_cache`` sweep also covers requests that were queued and then abandoned."""
+
+    def __init__(self, cache: Path, keep: Collection[str], record: set[str]) -> None:
+        cache.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="private-", dir=cache)).resolve()
+        self.keep = keep
+        """Paths never deleted (the examples' cached copies: an upload of an example's content lands on them)."""
+        self.record = record
+        self._lock = threading.Lock()
+        self._receiving = 0
+        self._retired: set[Path] = set()
+
+    @contextmanager
+    def receiving(self) -> Iterator[None]:
+        """Around each upload request: retired shared paths are deleted when none is being received."""
+        with self._lock:
+            self._receiving += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._receiving -= 1
+                if not self._receiving:
+                    self._delete_retired()
+
+    def private(self, shared: str) -> str:
+        """Hard-link the upload gradio just stored at ``shared`` to a path of its own; retire ``shared``."""
+        with self._lock:
+            private = Path(tempfile.mkdtemp(dir=self.root)) / Path(shared).name
+            os.link(shared, private)
+            self._retired.add(Path(shared).resolve())
+            self.record.add(str(private))
+        return str(private)
+
+    def discard(self, path: str) -> None:
+        """Delete a private upload and its folder; any other path (an example, a shared path) is left alone."""
+        file = Path(path).resolve()
+        if file.parent.parent != self.root:
+            return
+        file.unlink(missing_ok=True)
+        with suppress(OSError):
+            file.parent.rmdir()
+
+    def _delete_retired(self) -> None:
+        keep = {Path(path).resolve() for path in self.keep}
+        for shared in self._retired - keep:
+            shared.unlink(missing_ok=True)
+            with suppress(OSError):  # still holds another file
+                shared.parent.rmdir()
+        self._retired.clear()
+
+
+def file_paths(value: Any) -> Iterator[str]:
+    """The ``path`` of every file in a request's JSON (gradio's ``FileData`` objects, however nested)."""
+    if isinstance(value, dict):
+        if isinstance(value.get("path"), str):
+            yield value["path"]
+        for item in value.values():
+            yield from file_paths(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from file_paths(item)
+
+
+class UploadGuard:
+    """ASGI middleware around gradio's routes: answers ``/upload`` with private paths (``PrivateUploads``), and
+    deletes the uploads named by a ``/queue/join`` or ``/call/`` request that gradio does not queue (e.g. "Queue is
+    full"), which no request would otherwise ever delete."""
+
+    def __init__(self, app: ASGIApp, uploads: PrivateUploads) -> None:
+        self.app = app
+        self.uploads = uploads
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = scope["path"] if scope["type"] == "http" and scope["method"] == "POST" else ""
+        if route.endswith("/gradio_api/upload"):
+            with self.uploads.receiving():
+                await self._upload(scope, receive, send)
+        elif route.endswith("/gradio_api/queue/join") or "/gradio_api/call/" in route:
+            await self._join(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start: Message = {}
+        body = bytearray()
+
+        async def hold(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            else:
+                body.extend(message.get("body", b""))
+
+        await self.app(scope, receive, hold)
+        if start["status"] == 200:
+            body = bytearray(json.dumps([self.uploads.private(path) for path in json.loads(body)]).encode())
+            start["headers"] = [(key, value) for key, value in start["headers"] if key.lower() != b"content-length"]
+            start["headers"].append((b"content-length", str(len(body)).encode()))
+        await send(start)
+        await send({"type": "http.response.body", "body": bytes(body)})
+
+    async def _join(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = bytearray()
+        status = 0
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        async def read() -> Message:
+            message = await receive()
+            request.extend(message.get("body", b""))
+            return message
+
+        try:
+            await self.app(scope, read, record)
+        finally:
+            if status != 200:  # not queued: no request will delete these uploads
+                with suppress(ValueError):
+                    for path in file_paths(json.loads(request)):
+                        self.uploads.discard(path)
 
 
 def summary(prediction: Prediction, seconds: float) -> str:
@@ -167,6 +308,9 @@ def analyse(predictor: Predictor, video_path: str | None, progress: gr.Progress,
     maps the file names of the synthetic examples to their ground truth."""
     if not video_path:
         raise user_error("Upload a video or pick an example first.", title="No video")
+    if not os.path.isfile(video_path):
+        raise user_error("This video is no longer on the server: each upload is deleted once it has been analysed. "
+                         "Upload it again.", title="Video no longer here")
     start = time.perf_counter()
     progress(0.0, desc="Checking the video")
     check_video(video_path, limits)
@@ -200,7 +344,15 @@ def caption(spec: SeizureSpec) -> str:
     return f"Synthetic {spec.label} ({spec.duration:.0f} s{spread})"
 
 
-def build_demo(model_spec: str | None = None, limits: Limits | None = None) -> gr.Blocks:
+@dataclass(frozen=True)
+class Space:
+    """The user interface and the private uploads it deletes."""
+
+    demo: gr.Blocks
+    uploads: PrivateUploads
+
+
+def build_demo(model_spec: str | None = None, limits: Limits | None = None) -> Space:
     """The Space's user interface, with the model loaded and the examples rendered."""
     limits = limits or Limits.from_env()
     predictor = Predictor.load(model_spec)
@@ -210,7 +362,8 @@ def build_demo(model_spec: str | None = None, limits: Limits | None = None) -> g
                     "Upload a video of a seizure (or pick a synthetic example) to classify it as a focal onset "
                     "seizure (**FOS**) or a focal to bilateral tonic-clonic seizure (**TCS**), with the "
                     f"probability of TCS over time. Limits: {limits.max_mb:g} MB, {limits.max_minutes:g} min. "
-                    "Videos are deleted as soon as they have been analysed.")
+                    "Videos are deleted as soon as they have been analysed. Videos are analysed one at a time, "
+                    f"with up to {limits.max_waiting} waiting; when the Space is busy, try again in a minute.")
         gr.Markdown(f"Model: {predictor.name}", elem_id="model")
         if predictor.demo:
             gr.Markdown(f"⚠️ {DEMO_NOTICE}", elem_id="demo-notice")
@@ -225,6 +378,8 @@ def build_demo(model_spec: str | None = None, limits: Limits | None = None) -> g
                 label = gr.Label(label="Classification", num_top_classes=2, elem_id="label")
                 plot = gr.Plot(label="Timeline", elem_id="timeline")
                 details = gr.Markdown(elem_id="details")
+        uploads = PrivateUploads(Path(os.environ["GRADIO_TEMP_DIR"]), keep=video.keep_in_cache,
+                                 record=demo.upload_file_set)
 
         def run(video_path: str | None, progress: gr.Progress = gr.Progress(track_tqdm=True)):  # noqa: B008
             try:
@@ -232,12 +387,51 @@ def build_demo(model_spec: str | None = None, limits: Limits | None = None) -> g
                                                                          examples.items()})
             finally:
                 if video_path:
-                    discard_upload(video_path, keep=video.keep_in_cache)
+                    uploads.discard(video_path)
 
         button.click(run, inputs=[video], outputs=[label, plot, details], api_name="analyse")
-    demo.queue(default_concurrency_limit=1, max_size=16)
-    return demo
+    demo.queue(default_concurrency_limit=1, max_size=limits.max_waiting)
+    return Space(demo, uploads)
+
+
+STOP_TIMEOUT = 2.0
+"""Seconds a stopping server waits for gradio to close before it removes its files and exits regardless."""
+
+
+def remove_scratch(uploads: PrivateUploads) -> None:
+    """Delete everything this server stored: its private uploads, every upload gradio recorded, gradio's cache and
+    the examples if they are in the scratch folder, and the scratch folder itself unless it was given."""
+    shutil.rmtree(uploads.root, ignore_errors=True)
+    for path in list(uploads.record):
+        Path(path).unlink(missing_ok=True)
+    for folder in (SPACE_TMP / "gradio", SPACE_TMP / "examples"):
+        shutil.rmtree(folder, ignore_errors=True)
+    if not SCRATCH_GIVEN:
+        shutil.rmtree(SPACE_TMP, ignore_errors=True)
+
+
+def serve(space: Space) -> None:
+    """Serve until SIGINT or SIGTERM; then close gradio (waiting at most ``STOP_TIMEOUT``), remove the scratch
+    folder's contents and exit with ``os._exit``: a running analysis is not waited for (it runs in one of AnyIO's
+    worker threads, which cannot be interrupted and, not being daemons, would hold the process until it ends)."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    logger.info("scratch folder: %s", SPACE_TMP)
+    space.demo.launch(prevent_thread_lock=True,
+                      app_kwargs={"middleware": [Middleware(UploadGuard, uploads=space.uploads)]})
+    stop.wait()
+    logger.info("stopping: closing the server and removing %s", SPACE_TMP if not SCRATCH_GIVEN else
+                f"the uploads, gradio's cache and the examples in {SPACE_TMP}")
+    closing = threading.Thread(target=space.demo.close, daemon=True)
+    closing.start()
+    closing.join(STOP_TIMEOUT)
+    remove_scratch(space.uploads)
+    logger.info("stopped")
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    build_demo(os.environ.get("GESTURES_MODEL") or None).launch()
+    serve(build_demo(os.environ.get("GESTURES_MODEL") or None))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -25,11 +26,12 @@ START_TIMEOUT = 180.0
 
 @dataclass(frozen=True)
 class SpaceServer:
-    """A running Space: its URL and scratch folders."""
+    """A running Space: its URL, scratch folder, log and process."""
 
     url: str
     tmp: Path
     log: Path
+    process: subprocess.Popen
 
     @property
     def cache(self) -> Path:
@@ -57,10 +59,10 @@ def _wait(url: str, process: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"the Space did not start within {START_TIMEOUT:.0f} s:\n{log.read_text()}")
 
 
-@functools.cache
-def space_server() -> SpaceServer:
-    """Start ``python app.py`` from ``space/`` (demo model, low limits) and wait until it serves."""
-    tmp = Path(tempfile.mkdtemp(prefix="gestures-space-test-"))
+def start_space(log: Path, scratch: Path | None, **settings: str) -> SpaceServer:
+    """Start ``python app.py`` from ``space/`` (demo model, low limits, ``settings`` added to its environment) and
+    wait until it serves. ``scratch``: its ``GESTURES_SPACE_TMP``; None: the server picks its own, read from its
+    log. Writes the server's output to ``log``."""
     port = _free_port()
     env = {
         **os.environ,
@@ -69,25 +71,40 @@ def space_server() -> SpaceServer:
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",
-        "GESTURES_SPACE_TMP": str(tmp),
         "GESTURES_MAX_MB": str(MAX_MB),
         "GESTURES_MAX_MINUTES": str(MAX_MINUTES),
+        **settings,
     }
-    env.pop("GRADIO_TEMP_DIR", None)
-    env.pop("GESTURES_MODEL", None)
-    log = tmp / "server.log"
+    for name in ("GRADIO_TEMP_DIR", "GESTURES_MODEL", "GESTURES_SPACE_TMP"):
+        env.pop(name, None)
+    if scratch is not None:
+        env["GESTURES_SPACE_TMP"] = str(scratch)
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=SPACE, env=env, stdout=out, stderr=subprocess.STDOUT)
-    atexit.register(_stop, process, tmp)
     url = f"http://127.0.0.1:{port}/"
-    _wait(url, process, log)
-    return SpaceServer(url, tmp, log)
-
-
-def _stop(process: subprocess.Popen, tmp: Path) -> None:
-    process.terminate()
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
+        _wait(url, process, log)
+    except RuntimeError:
         process.kill()
-    shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if scratch is None:
+        scratch = Path(re.search(r"scratch folder: (\S+)", log.read_text()).group(1))
+    return SpaceServer(url, scratch, log, process)
+
+
+@functools.cache
+def space_server() -> SpaceServer:
+    """The Space shared by the tests that do not stop it, started once per run (stopped at exit)."""
+    tmp = Path(tempfile.mkdtemp(prefix="gestures-space-test-"))
+    server = start_space(tmp / "server.log", tmp)
+    atexit.register(_stop, server)
+    return server
+
+
+def _stop(server: SpaceServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+    shutil.rmtree(server.tmp, ignore_errors=True)
