@@ -10,11 +10,16 @@ mean/LSTM/BLSTM x 2/4/8/16 segments x gamma 1/1.25/2/4/middle (60 settings) x 10
     python benchmarks/train_grid.py --epochs 10         # quick: time 10 epochs and project to 400
     python benchmarks/train_grid.py --workers 2         # two processes with one thread each
     python benchmarks/train_grid.py --precision fp32    # float32 projections even where bfloat16 is native
+
+Where bfloat16 is native (``--precision auto`` picks it), the grid is timed a second time with float32 projections,
+the figure for CPUs without native bfloat16 (``--no-fp32`` skips it). The LSTM's elementwise steps are compiled
+with ``torch.compile`` (``GESTURES_COMPILE=0``: eager); the measured time includes compiling.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -84,6 +89,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads of the main process (workers=1)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="dtype of the LSTM's matrix products (see gestures reproduce --help)")
+    parser.add_argument("--no-fp32", action="store_true",
+                        help="where bfloat16 is native, skip timing the grid again in float32")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,15 +106,19 @@ def main() -> None:
         print(f"{len(bank)} videos ({int(bank.table['discarded'].sum())} discarded), {minutes:.0f} minutes per view, "
               f"{bank.features.shape[0]} vectors of {bank.features.shape[1]} features "
               f"({bank.features.numel() * 4 / 2**30:.2f} GiB); torch threads {torch.get_num_threads()}, "
-              f"workers {args.workers}, LSTM matrix products in {compute_dtype(args.precision, 'cpu')}; load average "
-              f"{os.getloadavg()[0]:.2f}")
-        started = time.perf_counter()
-        results = run_grid(options, bank)
-        wall = time.perf_counter() - started
-    threads = max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else torch.get_num_threads()
-    cores = args.workers * threads
-    print(f"Load average (1, 5, 15 min) at the end: {os.getloadavg()}")
-    report(results, wall, args.epochs, args.workers, cores)
+              f"workers {args.workers}; bfloat16 native on this CPU: {compute_dtype('auto', 'cpu') == torch.bfloat16}")
+        precisions = [args.precision]
+        if compute_dtype(args.precision, "cpu") == torch.bfloat16 and args.precision == "auto" and not args.no_fp32:
+            precisions.append("fp32")  # the figure for CPUs without native bfloat16
+        for precision in precisions:
+            dtype = compute_dtype(precision, "cpu")
+            print(f"\n## LSTM matrix products in {dtype} (load average {os.getloadavg()[0]:.2f})")
+            started = time.perf_counter()
+            results = run_grid(dataclasses.replace(options, precision=precision), bank)
+            wall = time.perf_counter() - started
+            threads = max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else torch.get_num_threads()
+            print(f"Load average (1, 5, 15 min) at the end: {os.getloadavg()}")
+            report(results, wall, args.epochs, args.workers, args.workers * threads)
 
 
 def report(results: list, wall: float, epochs: int, workers: int, cores: int) -> None:

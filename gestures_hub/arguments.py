@@ -117,10 +117,16 @@ class TrainingArguments:
     resume: bool = field(default=False, metadata={"help": "continue from the checkpoints in --output-dir"})
     max_epochs_this_run: int | None = field(default=None, metadata={"help": "stop after this many epochs in this "
                                                                             "invocation (continue with --resume)"})
+    confidence: float = field(default=0.95, metadata={"help": "level of the confidence intervals of the metrics "
+                                                              "(bootstrap resampling patients)"})
+    bootstrap: int = field(default=2000, metadata={"help": "bootstrap resamples of the confidence intervals"})
+    calibrate: bool = field(default=False, metadata={
+        "help": "fit a temperature on the out-of-fold predictions (all snippets, per view) and store it in the final "
+        "models' config, so that they report calibrated probabilities"})
 
     # Options that may change between an interrupted run and its resumption.
     RUNTIME_OPTIONS = ("resume", "max_epochs_this_run", "fold", "eval_batch_size", "checkpoint_every", "frame_cache",
-                       "micro_batch_size", "no_gradient_checkpointing")
+                       "micro_batch_size", "no_gradient_checkpointing", "confidence", "bootstrap")
 
     def __post_init__(self) -> None:
         self.gamma = gamma_type(str(self.gamma))
@@ -140,6 +146,7 @@ class TrainingArguments:
             raise ValueError(f"seed must be non-negative, got {self.seed}.")
         if self.timeline_weight < 0:
             raise ValueError(f"timeline_weight must be >= 0, got {self.timeline_weight}.")
+        check_bootstrap(self.confidence, self.bootstrap)
         if self.timeline_weight and self.num_layers > 1:
             raise ValueError("--timeline-weight needs per-snippet logits, which stacked RNNs (--num-layers > 1) do not "
                              "have: use one layer, or --timeline-weight 0.")
@@ -212,9 +219,13 @@ class ReproduceArguments:
         "help": "dtype of the LSTM's matrix products (float32 accumulation; weights, states and optimiser stay "
                 "float32); auto: bf16 where the hardware computes it natively, else fp32"})
     workers: int = field(default=1, metadata={"help": "processes sharing the CPU cores (each trains whole stacks)"})
+    confidence: float = field(default=0.95, metadata={"help": "level of the confidence intervals of each setting's "
+                                                              "pooled metrics (bootstrap resampling patients)"})
+    bootstrap: int = field(default=2000, metadata={"help": "bootstrap resamples of the confidence intervals"})
 
     def __post_init__(self) -> None:
         self.gammas = [gamma_type(str(gamma)) for gamma in self.gammas]
+        check_bootstrap(self.confidence, self.bootstrap)
 
     def training_arguments(self, aggregation: str, num_segments: int, gamma: float | str,
                            group_by: str) -> TrainingArguments:
@@ -226,6 +237,14 @@ class ReproduceArguments:
             loss=self.loss, seed=self.seed, min_seizure_duration=self.min_seizure_duration,
             evaluate_discarded=self.evaluate_discarded,
         )
+
+
+def check_bootstrap(confidence: float, resamples: int) -> None:
+    """``--confidence`` in (0, 1) and at least 100 ``--bootstrap`` resamples."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"--confidence must be between 0 and 1 (e.g. 0.95), got {confidence}.")
+    if resamples < 100:
+        raise ValueError(f"--bootstrap needs at least 100 resamples (2000 is usual), got {resamples}.")
 
 
 class UsageError(ValueError):

@@ -26,10 +26,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
+from .calibration import BINS
 from .features import DATA_DIRNAME, LABEL_NAMES, SHARD_PREFIX, read_settings, shard_paths
-from .metrics import EVALUATION_TITLES, SEIZURE_LEVEL
+from .metrics import EVALUATION_TITLES, SEIZURE_LEVEL, format_estimate
 
 CONFIG_FILE = "config.json"
+ENSEMBLE_MODEL_TYPE = "gestures_ensemble"
+MODEL_TYPES = ("gestures", ENSEMBLE_MODEL_TYPE)
 TRAINING_ARGS_FILE = "training_args.json"
 BEST_MODEL_METRIC_NAMES = {"f1": "F1", "balanced_accuracy": "balanced accuracy", "loss": "loss (the lowest)"}
 CV_METRICS_FILE = "cv_metrics.json"
@@ -126,7 +129,7 @@ def read_model_artifacts(model_dir: str | Path) -> ModelArtifacts:
     if not (model_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{model_dir} has no {CONFIG_FILE}: pass a folder written by save_pretrained")
     config = read_json(model_dir / CONFIG_FILE)
-    if config.get("model_type") != "gestures":
+    if config.get("model_type") not in MODEL_TYPES:
         raise ValueError(f"{model_dir / CONFIG_FILE} is not a GESTURES model (model_type={config.get('model_type')!r})")
     training_args = _optional_json(model_dir / TRAINING_ARGS_FILE)
     cv_metrics = _optional_json(model_dir / CV_METRICS_FILE)
@@ -156,6 +159,11 @@ def _fmt(value: float | None) -> str:
 
 def _fmt_mean_sd(mean: float | None, sd: float | None) -> str:
     return _fmt(mean) if sd is None or mean is None else f"{mean:.3f} ± {sd:.3f}"
+
+
+def _fmt_interval(value: float | None, interval: list[float] | None) -> str:
+    """``0.940 (0.890-0.980)``, the value alone without an interval, a dash when undefined."""
+    return _fmt(value) if value is None else format_estimate(value, interval)
 
 
 def _confusion(matrix: list[list[int]] | None) -> str:
@@ -191,6 +199,7 @@ def _evaluation_modes(cv_metrics: dict[str, Any]) -> list[dict[str, Any]]:
             if mode in fold
         ]
         mean, sd, pooled = summary.get("mean", {}), summary.get("std", {}), summary.get("pooled", {})
+        interval, calibration = summary.get("interval", {}), summary.get("calibration")
         modes.append({
             "name": mode,
             "title": EVALUATION_TITLES.get(mode, mode).capitalize(),
@@ -199,10 +208,29 @@ def _evaluation_modes(cv_metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "num_val": _count(pooled.get("confusion_matrix")) or sum(fold.get("num_val", 0) for fold in
                                                                      cv_metrics["folds"] if mode in fold),
             "mean_sd": [_fmt_mean_sd(mean.get(key), sd.get(key)) for key in TABLE_METRICS],
-            "pooled": [_fmt(pooled.get(key)) for key in TABLE_METRICS],
+            "pooled": [_fmt_interval(pooled.get(key), interval.get(key)) for key in TABLE_METRICS],
             "pooled_confusion": _confusion(pooled.get("confusion_matrix")),
+            "calibration": calibration and {key: _fmt(value) for key, value in calibration.items()},
+            "operating_points": [{"target": f"{point['specificity_target']:.0%}",
+                                  "sensitivity": _fmt_interval(point["sensitivity"], point.get("interval")),
+                                  "threshold": "never TCS" if point["threshold"] is None else _fmt(point["threshold"]),
+                                  "specificity": _fmt(point["specificity"])}
+                                 for point in summary.get("operating_points", [])],
         })
     return modes
+
+
+def _statistics(cv_metrics: dict[str, Any]) -> dict[str, Any]:
+    """How the intervals were computed, the binning of the ECE and the fitted temperature, for the card's text."""
+    temperature = cv_metrics.get("temperature")
+    if temperature:
+        temperature = {**temperature, "value": f"{temperature['temperature']:.3f}",
+                       "evaluation_title": EVALUATION_TITLES.get(temperature["evaluation"], temperature["evaluation"]),
+                       "before": {key: _fmt(value) for key, value in temperature["before"].items()},
+                       "after": {key: _fmt(value) for key, value in temperature["after"].items()}}
+    intervals = cv_metrics.get("intervals")
+    return {"intervals": intervals and {**intervals, "level": f"{intervals['confidence']:.0%}"},
+            "ece_bins": BINS, "temperature": temperature}
 
 
 def _dataset_label(cv_metrics: dict[str, Any], dataset_id: str | None) -> str:
@@ -241,6 +269,9 @@ def eval_results(cv_metrics: dict[str, Any], *, dataset_id: str | None = None) -
                     "positive_label": "TCS",
                     "std": None if std is None else round(std, 4),
                     "pooled": None if pooled is None else round(pooled, 4),
+                    **({"pooled_interval": [round(bound, 4) for bound in interval],
+                        "confidence": cv_metrics["intervals"]["confidence"]}
+                       if (interval := summary.get("interval", {}).get(key)) else {}),
                 },
             ))
     return results
@@ -265,6 +296,14 @@ def _architecture(config: dict[str, Any]) -> list[tuple[str, str]]:
         ("Training sampling", f"{config['num_segments']} segments, one snippet each, gamma = {config['gamma']}"),
         ("Aggregation", f"`{aggregation}`: {aggregator}"),
         ("Classifier", f"dropout {config['dropout']}, linear layer to {len(config['id2label'])} classes ({labels})"),
+        *([("Fold ensemble", f"{config['num_members']} heads (aggregator + classifier: "
+                             f"{', '.join(config.get('member_sources') or []) or 'the fold models'}) on one encoder "
+                             "pass; the probability is the mean of theirs, and the output carries their spread")]
+          if config.get("model_type") == ENSEMBLE_MODEL_TYPE else []),
+        ("Unlike the training data", "flagged: the config holds a summary of the training snippet features "
+                                     "(`feature_summary`); the pipeline reports `unfamiliar` and marks unusual "
+                                     "snippets" if config.get("feature_summary") else
+                                     "not assessed (no `feature_summary` in the config)"),
     ]
 
 
@@ -336,6 +375,8 @@ def render_model_card(
         protocol=protocol_description(cv_metrics["protocol"]) if cv_metrics else None,
         metric_headers=list(TABLE_METRICS.values()),
         modes=_evaluation_modes(cv_metrics) if cv_metrics else [],
+        statistics=_statistics(cv_metrics) if cv_metrics else None,
+        calibrated=config.get("temperature", 1.0) != 1.0,
     )
 
 

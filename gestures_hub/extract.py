@@ -2,10 +2,12 @@
 
 Each video is streamed once by the model's video processor (:mod:`gestures_hub.model.video_processing_gestures`):
 decoding runs in a background thread a few batches ahead of the encoder, so memory stays flat whatever the video's
-length. Rows are written shard by shard,
-atomically; a rerun skips the videos already written, and under ``accelerate launch`` the videos are split
-across processes. A video that cannot be used is reported (``failures.csv`` and the summary) and never stops
-the others.
+length; with ``decode_workers`` (automatic on a GPU) decoder processes feed the encoder instead, long videos split
+into time ranges decoded in parallel (:mod:`gestures_hub.decode_workers`), with identical features. Rows are written
+shard by shard, atomically; a rerun skips the videos already written, and under ``accelerate launch`` the videos are
+split across processes, a video longer than an even share of the work by its time ranges
+(:mod:`gestures_hub.rank_split`). A video that cannot be used is reported (``failures.csv`` and the summary) and never
+stops the others.
 """
 
 from __future__ import annotations
@@ -16,17 +18,27 @@ import io
 import os
 import sys
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .decode_workers import (
+    DecodePool,
+    DecodeSettings,
+    auto_decode_workers,
+    auto_range_seconds,
+    chunk_snippets_for,
+    failure_message,
+)
 from .features import LABEL_NAMES, FeatureSettings, FeatureShardWriter, atomic_write
 from .model import GesturesForVideoClassification, GesturesVideoProcessor
-from .model.video_reader import VideoError, VideoWarning
+from .model.video_reader import DecodeReport, VideoError, VideoWarning, normalisation, probe_video
 from .presets import load_model
+from .rank_split import RankPlan, clear_parts, extract_parts, join_parts, plan_ranks
 
 REQUIRED_COLUMNS = ("video", "patient", "seizure", "label")
 OPTIONAL_COLUMNS = ("view", "onset_bilateral", "synthetic")
@@ -50,17 +62,18 @@ class ManifestRow:
 
 @dataclass(frozen=True)
 class Runtime:
-    """How the encoder runs: device, autocast dtype (None: float32), memory format and batch size."""
+    """How the encoder runs: device, autocast dtype (None: float32), memory format, batch size, ``torch.compile``."""
 
     device: torch.device
     dtype: torch.dtype | None
     channels_last: bool
     batch_size: int
+    compile: bool = False
 
     def describe(self) -> str:
         precision = "fp32" if self.dtype is None else str(self.dtype).removeprefix("torch.")
         layout = "channels_last_3d" if self.channels_last else "contiguous"
-        return f"{self.device.type}, {precision}, {layout}, batch {self.batch_size}"
+        return f"{self.device.type}, {precision}, {layout}, batch {self.batch_size}{', compiled' * self.compile}"
 
 
 @dataclass
@@ -74,6 +87,8 @@ class ExtractionReport:
     video_seconds: float = 0.0
     damaged_shards: dict[str, str] = field(default_factory=dict)
     """Per shard found unreadable on resume (set aside, its videos extracted again), what was wrong."""
+    split: dict[str, int] = field(default_factory=dict)
+    """Per long video split across processes (``accelerate launch``) and joined, into how many parts."""
 
 
 def read_manifest(path: str | Path, *, allow_outside_paths: bool = False) -> list[ManifestRow]:
@@ -154,14 +169,29 @@ def auto_precision(device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "fp16" if device.type == "cuda" else "fp32"
 
 
+COMPILE_MODES = ("auto", "on", "off")
+COMPILE_COSINE = 0.9999
+"""A compiled encoder is kept only if its features on the first batch are within this cosine of eager float32's."""
+
+
+def auto_compile(device: torch.device) -> bool:
+    """Whether ``--compile auto`` compiles the encoder on ``device``: on CUDA, where inductor fuses the convolutions'
+    epilogues and removes launch overhead (the first batch checks it stays faithful, :attr:`SnippetEncoder.encode`);
+    never on a CPU, where it was measured slower (r2plus1d_18 bf16 batch 1: 234 vs 108 ms a snippet, the demo encoder
+    bf16 batch 4: 3.1 vs 2.6 ms, both after an 80 s compilation; interleaved runs on 2 loaded cores, torch 2.14)."""
+    return device.type == "cuda"
+
+
 def choose_runtime(
-    encoder: str, device: str | None = None, precision: str = "auto", batch_size: int | None = None
+    encoder: str, device: str | None = None, precision: str = "auto", batch_size: int | None = None,
+    compile: str = "off",
 ) -> Runtime:
     """The fastest faithful way to run ``encoder`` here, unless overridden.
 
     Autocast with :func:`auto_precision` (bfloat16 where the hardware computes it natively). CNN encoders use
     ``channels_last_3d``, faster on CPU. Batches: 32 snippets on a GPU; 1 on a CPU, where larger batches only
-    add memory traffic (``benchmarks/extract.py`` compares them).
+    add memory traffic (``benchmarks/extract.py`` compares them). ``compile``: ``on``, ``off``, or ``auto``
+    (:func:`auto_compile`: on CUDA only).
     """
     resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if precision == "auto":
@@ -169,12 +199,26 @@ def choose_runtime(
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}.")
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be auto, on or off, got {compile!r}.")
     default_batch = 32 if resolved.type == "cuda" else 1
-    return Runtime(resolved, dtypes[precision], encoder in CNN_ENCODERS, batch_size or default_batch)
+    compiled = compile == "on" or compile == "auto" and auto_compile(resolved)
+    return Runtime(resolved, dtypes[precision], encoder in CNN_ENCODERS, batch_size or default_batch, compiled)
+
+
+def batch_for_memory(free_bytes: int, bytes_per_snippet: int, *, fraction: float = 0.5, cap: int = 512) -> int:
+    """The largest batch (a multiple of 8, at least 1, at most ``cap``) whose activations take ``fraction`` of
+    ``free_bytes`` of device memory at ``bytes_per_snippet`` each."""
+    fits = int(fraction * free_bytes // max(1, bytes_per_snippet))
+    return max(1, min(cap, fits // 8 * 8 or fits))
 
 
 class SnippetEncoder:
-    """Runs a model's encoder on batches of snippets with a :class:`Runtime`; returns float32 CPU features."""
+    """Runs a model's encoder on batches of snippets with a :class:`Runtime`; returns float32 CPU features.
+
+    On CUDA: cuDNN autotuning, and uint8 frames (:meth:`submit`) go through pinned buffers, copied to the device
+    without blocking while the previous chunk computes; they are normalised on the device.
+    """
 
     def __init__(self, model: GesturesForVideoClassification, runtime: Runtime) -> None:
         self.config = model.config
@@ -183,15 +227,91 @@ class SnippetEncoder:
         self.model = model.gestures.to(runtime.device).eval()
         if runtime.channels_last:
             self.model.to(memory_format=torch.channels_last_3d)
+        self.encode = self._compiled_first if runtime.compile else self.model.encode_snippets
+        self.cuda = runtime.device.type == "cuda"
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True
+        scale, shift = normalisation(model.config.image_mean, model.config.image_std)
+        self.scale, self.shift = torch.from_numpy(scale).to(runtime.device), torch.from_numpy(shift).to(runtime.device)
+        self.staging: list[torch.Tensor] = []
 
     @torch.inference_mode()
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        snippets = pixel_values.to(self.runtime.device, non_blocking=True)
+        return self._encode(pixel_values.to(self.runtime.device, non_blocking=True)).float().cpu()
+
+    def _encode(self, snippets: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """Device features of device snippets ``(N, 3, T, H, W)`` (with ``encode``: that function, e.g. eager)."""
         if self.runtime.channels_last:
             snippets = snippets.contiguous(memory_format=torch.channels_last_3d)
         with torch.autocast(self.runtime.device.type, dtype=self.runtime.dtype, enabled=self.runtime.dtype is not None):
-            features = self.model.encode_snippets(snippets)
-        return features.float().cpu()
+            return (encode or self.encode)(snippets)
+
+    def _compiled_first(self, snippets: torch.Tensor) -> torch.Tensor:
+        """The first batch with ``torch.compile``: the compiled encoder is kept if its features are within
+        ``COMPILE_COSINE`` of eager float32's, else (or if compiling fails) the eager one, with a warning."""
+        compiled = torch.compile(self.model.encode_snippets)
+        try:
+            features = compiled(snippets)
+        except Exception as error:  # noqa: BLE001 - any compiler failure (no C++ compiler, unsupported op): eager
+            return self._fall_back(f"it failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})", snippets)
+        with torch.autocast(self.runtime.device.type, enabled=False):
+            reference = self.model.encode_snippets(snippets.float())
+        cosine = torch.nn.functional.cosine_similarity(features.float(), reference, dim=1).min().item()
+        if not cosine >= COMPILE_COSINE:
+            return self._fall_back(f"its features are only within cosine {cosine:.6f} of float32's (at least "
+                                   f"{COMPILE_COSINE} is needed)", snippets)
+        self.encode = compiled
+        return features
+
+    def _fall_back(self, why: str, snippets: torch.Tensor) -> torch.Tensor:
+        warnings.warn(f"torch.compile of the encoder is not used: {why}; the encoder runs eagerly.", stacklevel=3)
+        self.runtime = replace(self.runtime, compile=False)
+        self.encode = self.model.encode_snippets
+        return self.encode(snippets)
+
+    @torch.inference_mode()
+    def submit(self, frames: torch.Tensor, count: int, stride: int) -> Callable[[], torch.Tensor]:
+        """Start encoding ``count`` snippets, one every ``stride`` of the uint8 frames ``(n, H, W, 3)``; returns a
+        function giving their float32 CPU features. ``frames`` may be reused once that function has returned."""
+        if self.cuda:  # through a pinned buffer: the copy does not block, and is ordered before the compute
+            size = frames.numel()
+            fits = [index for index, buffer in enumerate(self.staging) if buffer.numel() >= size]
+            buffer = self.staging.pop(fits[0]) if fits else torch.empty(size, dtype=torch.uint8, pin_memory=True)
+            frames = buffer[:size].view(frames.shape).copy_(frames).to(self.runtime.device, non_blocking=True)
+        # (rgb * scale) - shift in float32, as the reader's NumPy normalisation: the same values
+        pixels = frames.permute(0, 3, 1, 2).float().mul_(self.scale).sub_(self.shift)
+        index = (torch.arange(count, device=pixels.device)[:, None] * stride
+                 + torch.arange(self.config.frames_per_snippet, device=pixels.device))
+        snippets = pixels[index].transpose(1, 2)  # (count, 3, T, H, W)
+        features = torch.cat([self._encode(batch) for batch in snippets.split(self.runtime.batch_size)]).float()
+        if not self.cuda:
+            return lambda: features
+        host = torch.empty(features.shape, dtype=features.dtype, pin_memory=True).copy_(features, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+
+        def result() -> torch.Tensor:
+            done.synchronize()
+            self.staging.append(buffer)
+            return host
+
+        return result
+
+    def fit_batch_to_memory(self) -> None:
+        """On CUDA, set the batch size from the free device memory and the activation memory of a probe batch."""
+        if not self.cuda:
+            return
+        probe = 4
+        shape = (probe, 3, self.config.frames_per_snippet, self.config.image_size, self.config.image_size)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        with torch.inference_mode():
+            self._encode(torch.zeros(shape, device=self.runtime.device), self.model.encode_snippets)  # not compiled
+        per_snippet = (torch.cuda.max_memory_allocated() - before) // probe
+        free, _ = torch.cuda.mem_get_info()
+        self.runtime = replace(self.runtime, batch_size=batch_for_memory(free, per_snippet))
 
     def video(self, path: str | Path, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Features ``(n_snippets, feature_dim)`` and start times (s) of one whole video, read by the model's video
@@ -213,13 +333,20 @@ def extract(
     batch_size: int | None = None,
     device: str | None = None,
     precision: str = "auto",
+    compile: str = "auto",
     videos_per_shard: int = 8,
     progress: bool = True,
     allow_outside_paths: bool = False,
+    decode_workers: int | None = None,
+    range_seconds: float | None = None,
 ) -> ExtractionReport:
     """Extract the features of every video of ``manifest`` into the dataset folder ``out`` (resumable).
 
+    ``compile``: ``torch.compile`` the encoder (``auto``: on CUDA only, :func:`auto_compile`).
     ``allow_outside_paths``: accept video paths leading outside the manifest's folder (see :func:`read_manifest`).
+    ``decode_workers``: decoder processes (None: :func:`~gestures_hub.decode_workers.auto_decode_workers`; 0: decode
+    in a thread of this process). ``range_seconds``: with workers, split videos into ranges of about that many
+    seconds decoded in parallel (None: automatic, :func:`~gestures_hub.decode_workers.auto_range_seconds`).
     """
     from accelerate import PartialState
 
@@ -229,7 +356,9 @@ def extract(
     if config.encoder == "none":
         raise ValueError(f"Model {model!r} has no encoder (it takes precomputed features); pick one with an encoder.")
     state = PartialState(cpu=device == "cpu" or (device is None and not torch.cuda.is_available()))
-    runtime = choose_runtime(config.encoder, device or str(state.device), precision, batch_size)
+    runtime = choose_runtime(config.encoder, device or str(state.device), precision, batch_size, compile)
+    if decode_workers is not None and decode_workers < 0:
+        raise ValueError(f"decode_workers must be >= 0 (0: decode in this process), got {decode_workers}.")
     if not pretrained and state.is_main_process:
         _warn_random_weights(model)
     settings = FeatureSettings(
@@ -245,26 +374,71 @@ def extract(
         synthetic=any(row.synthetic for row in rows),
     )
     encoder = SnippetEncoder(classifier, runtime)
+    if batch_size is None:
+        encoder.fit_batch_to_memory()
     report = ExtractionReport()
     with state.main_process_first():  # the main process writes the settings and clears stale temporary files
         writer = FeatureShardWriter(
             out, settings, videos_per_shard, rank=state.process_index, world_size=state.num_processes
         )
+        if state.is_main_process:
+            clear_parts(Path(out))
     state.wait_for_everyone()  # every process has read which videos are done before any writes
     todo = [row for row in rows if row.video not in writer.done]
     report.skipped = [row.video for row in rows if row.video in writer.done]
-    mine = todo[state.process_index :: state.num_processes]
+    decode = DecodeSettings(config.fps, config.image_size, config.frame_geometry, config.frames_per_snippet,
+                            settings.stride, chunk_snippets_for(encoder.runtime.batch_size, settings.stride))
+    workers = auto_decode_workers(runtime.device, decode.chunk_frames * config.image_size ** 2 * 3) if (
+        decode_workers is None) else decode_workers
+    durations = [_duration(row) for row in todo] if state.num_processes > 1 else [None] * len(todo)
+    plan = plan_ranks(durations, decode, state.process_index, state.num_processes, workers)
+    mine = [todo[index] for index in plan.whole]
     with writer:
-        bar = tqdm(mine, desc=f"extract [{runtime.describe()}]", unit="video",
-                   disable=not progress or not state.is_local_main_process)
-        for row in bar:
+        bar = tqdm(total=len(mine) + len(plan.parts), unit="video", disable=not progress or not
+                   state.is_local_main_process, desc=f"extract [{encoder.runtime.describe()}, {workers} decoders]")
+        if plan.split:  # first, so that the processes wait for each other only as long as their parts differ
+            _extract_split(encoder, todo, plan, workers, decode, Path(out), writer, report, bar, state)
+        if workers:
+            _extract_with_workers(encoder, mine, decode, workers, range_seconds, writer, report, bar)
+        for row in mine if not workers else ():
             _extract_one(encoder, row, settings.stride, writer, report)
+            bar.update()
             bar.set_postfix(video_s=f"{report.video_seconds:.0f}")
+        bar.close()
     report = _gather(report, state)
     report.damaged_shards = writer.damaged  # only the main process checks the shards
     if state.is_main_process:
         write_failures(Path(out), report.failures)
     return report
+
+
+def _duration(row: ManifestRow) -> float | None:
+    """The announced duration of a video (None if it cannot be read: its extraction reports why)."""
+    try:
+        return probe_video(row.path).duration
+    except (VideoError, OSError):
+        return None
+
+
+def _extract_split(
+    encoder: SnippetEncoder, rows: list[ManifestRow], plan: RankPlan, workers: int, decode: DecodeSettings, out: Path,
+    writer: FeatureShardWriter, report: ExtractionReport, bar: tqdm, state,
+) -> None:
+    """This process's parts of the videos split across processes (:mod:`gestures_hub.rank_split`), then, once every
+    process has written its own, the rows of the split videos it owns."""
+    extract_parts(encoder, [row.path for row in rows], [row.video for row in rows], plan.parts, workers, decode, out,
+                  bar)
+    state.wait_for_everyone()
+    for index, count in plan.owns.items():
+        row = rows[index]
+        joined = join_parts(out, row.video, count, decode)
+        if joined is None:  # a part failed (e.g. damage that ranges cannot decode identically): the video whole
+            _extract_one(encoder, row, decode.stride, writer, report)
+            continue
+        damaged = joined.report if joined.report.problems() else None
+        _add_row(writer, report, row, joined.features, joined.start_times, encoder.config.snippet_duration, damaged,
+                 joined.warnings)
+        report.split[row.video] = count
 
 
 def _extract_one(
@@ -274,23 +448,54 @@ def _extract_one(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             features, starts = encoder.video(row.path, stride)
-    except (VideoError, OSError, RuntimeError, ValueError) as error:
-        report.failures[row.video] = str(error)
+    except (VideoError, OSError, RuntimeError, ValueError, MemoryError) as error:
+        report.failures[row.video] = failure_message(row.path, error)
         return
-    except MemoryError as error:
-        report.failures[row.video] = str(VideoError(
-            row.path, f"memory ran out while extracting it ({str(error) or type(error).__name__})",
-            "Free memory (fewer parallel processes, a smaller --batch-size) and rerun: the videos written are skipped.",
-        ))
-        return
-    if caught:
-        report.warnings[row.video] = "; ".join(str(warning.message) for warning in caught)
+    decoded = [w.message.report for w in caught if isinstance(w.message, VideoWarning) and w.message.report is not None]
+    _add_row(writer, report, row, features, starts, encoder.config.snippet_duration,
+             decoded[-1] if decoded else None, [str(warning.message) for warning in caught])
+
+
+def _extract_with_workers(
+    encoder: SnippetEncoder, rows: list[ManifestRow], decode: DecodeSettings, workers: int,
+    range_seconds: float | None, writer: FeatureShardWriter, report: ExtractionReport, bar: tqdm,
+) -> None:
+    """Extract ``rows`` with a :class:`~gestures_hub.decode_workers.DecodePool` of ``workers`` decoder processes."""
+    planned: list[tuple[ManifestRow, list]] = []
+    for row in rows:
+        try:
+            duration = probe_video(row.path, min_duration=encoder.config.snippet_duration).duration
+        except (VideoError, OSError) as error:
+            report.failures[row.video] = failure_message(row.path, error)
+            bar.update()
+            continue
+        seconds = auto_range_seconds(duration, workers) if range_seconds is None else range_seconds
+        planned.append((row, decode.ranges(duration, seconds)))
+    with DecodePool(workers, decode) as pool:
+        for result in pool.run([(row.path, ranges) for row, ranges in planned], encoder.submit):
+            row = planned[result.index][0]
+            if result.error is not None:
+                report.failures[row.video] = result.error
+            else:
+                damaged = result.report if result.report is not None and result.report.problems() else None
+                _add_row(writer, report, row, result.features, result.start_times, encoder.config.snippet_duration,
+                         damaged, result.warnings)
+            bar.update()
+            bar.set_postfix(video_s=f"{report.video_seconds:.0f}")
+
+
+def _add_row(
+    writer: FeatureShardWriter, report: ExtractionReport, row: ManifestRow, features: np.ndarray, starts: np.ndarray,
+    snippet_duration: float, damaged: DecodeReport | None, warning_texts: list[str],
+) -> None:
+    """Write one extracted video and record it (its warnings, and ``damaged``: its decode report if it found damage)."""
+    if warning_texts:
+        report.warnings[row.video] = "; ".join(warning_texts)
     damage: list[str] = []
-    for warning in caught:
-        if isinstance(warning.message, VideoWarning) and warning.message.report is not None:
-            report.damage[row.video] = asdict(warning.message.report)
-            damage = warning.message.report.problems()
-    duration = float(starts[-1]) + encoder.config.snippet_duration
+    if damaged is not None:
+        report.damage[row.video] = asdict(damaged)
+        damage = damaged.problems()
+    duration = float(starts[-1]) + snippet_duration
     writer.add({
         "video": row.video,
         "patient": row.patient,
@@ -319,6 +524,7 @@ def _gather(report: ExtractionReport, state) -> ExtractionReport:
         merged.failures |= part.failures
         merged.warnings |= part.warnings
         merged.damage |= part.damage
+        merged.split |= part.split
         merged.video_seconds += part.video_seconds
     return merged
 
@@ -350,6 +556,8 @@ def summarise(report: ExtractionReport, out: str | Path) -> str:
         f"Extracted {len(report.extracted)} video(s) ({report.video_seconds:.0f} s of video) into {out}; "
         f"{len(report.skipped)} already there; {len(report.failures)} failed."
     ]
+    lines += [f"  SPLIT   {video}: its time ranges were extracted by {parts} processes"
+              for video, parts in sorted(report.split.items())]
     lines += [f"  DAMAGED shard {shard}: {problem}" for shard, problem in sorted(report.damaged_shards.items())]
     lines += [f"  WARNING {video}: {message}" for video, message in sorted(report.warnings.items())]
     lines += [f"  FAILED  {video}: {reason}" for video, reason in sorted(report.failures.items())]
@@ -364,9 +572,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = extract(
             args.manifest, args.model, args.out, weights=args.weights, stride=args.stride,
-            batch_size=args.batch_size, device=args.device, precision=args.precision,
+            batch_size=args.batch_size, device=args.device, precision=args.precision, compile=args.compile,
             videos_per_shard=args.videos_per_shard, progress=not args.quiet,
-            allow_outside_paths=args.allow_outside_paths,
+            allow_outside_paths=args.allow_outside_paths, decode_workers=args.decode_workers,
+            range_seconds=args.range_seconds,
         )
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -387,5 +596,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["extract", "read_manifest", "choose_runtime", "native_bf16", "auto_precision", "write_failures",
-           "SnippetEncoder", "Runtime", "ExtractionReport"]
+__all__ = ["extract", "read_manifest", "choose_runtime", "native_bf16", "auto_precision", "auto_compile",
+           "write_failures", "SnippetEncoder", "Runtime", "ExtractionReport", "batch_for_memory"]

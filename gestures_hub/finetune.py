@@ -3,7 +3,7 @@
 Each video of the manifest is decoded once (:func:`gestures_hub.model.video_reader.iter_frames`, at the encoder's
 frame rate and image size) into a uint8 ``(frames, size, size, 3)`` array in a frame cache folder, keyed by the file
 (path, size, modification time) and the decoding settings; later runs memory-map it. :class:`VideoBank` then serves
-snippets to training like :class:`gestures_hub.train.FeatureBank` serves features: one snippet per start frame
+snippets to training like :class:`gestures_hub.training_data.FeatureBank` serves features: one snippet per start frame
 (stride 1).
 """
 

@@ -5,7 +5,10 @@ logits. Metrics are per view (one video per camera view) and per seizure: the pa
 TCS probabilities of a seizure's views and threshold that consensus at 0.5 (:func:`seizure_consensus`). Undefined
 ratios (e.g. precision with no predicted TCS) are 0; AUROC is ``None`` when the labels hold one class.
 Across folds, ``mean`` and ``std`` (sample standard deviation, ``ddof=1``; ``None`` with fewer than two folds) are
-taken over the per-fold values, and ``pooled`` is computed once on the concatenated predictions of all folds.
+taken over the per-fold values, and ``pooled`` is computed once on the concatenated predictions of all folds. On the
+pooled predictions :func:`summarize_folds` adds their ``calibration`` (:mod:`gestures_hub.calibration`), the
+``operating_points`` at 90 and 95 % specificity (:mod:`gestures_hub.curves`) and, given a bootstrap, the
+``interval`` of every metric, resampling patients (:mod:`gestures_hub.intervals`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from .calibration import BINS, calibration_metrics
+from .curves import Predictions, operating_points
+from .features import LABEL_NAMES
+from .intervals import Bootstrap, metric_intervals
+
 METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc")
 TITLES = {
     "accuracy": "Accuracy",
@@ -41,17 +49,24 @@ EVALUATION_TITLES = {**EVALUATIONS, **{f"{name}{SEIZURE_LEVEL}": f"{title}, per 
                                        for name, title in EVALUATIONS.items()}}
 
 
-def seizure_consensus(patients: Sequence[str], seizures: Sequence[str], labels: Sequence[int],
-                      tcs_probabilities: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Per seizure (``patient``, ``seizure``), in order of first appearance: its label and the mean TCS probability
-    of its views, the paper's consensus (a seizure with one usable view is its own consensus)."""
+def seizure_level(patients: Sequence[str], seizures: Sequence[str], labels: Sequence[int],
+                  tcs_probabilities: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per seizure (``patient``, ``seizure``), in order of first appearance: its patient, its label and the mean TCS
+    probability of its views, the paper's consensus (a seizure with one usable view is its own consensus)."""
     frame = pd.DataFrame({"patient": list(map(str, patients)), "seizure": list(map(str, seizures)),
                           "label": np.asarray(labels, dtype=int), "p": np.asarray(tcs_probabilities, dtype=float)})
     grouped = frame.groupby(["patient", "seizure"], sort=False)
     conflicting = grouped["label"].nunique()
     if (conflicting > 1).any():
         raise ValueError(f"Views of one seizure have different labels: {conflicting[conflicting > 1].index.tolist()}")
-    return grouped["label"].first().to_numpy(), grouped["p"].mean().to_numpy()
+    return (grouped["patient"].first().to_numpy(), grouped["label"].first().to_numpy(),
+            grouped["p"].mean().to_numpy())
+
+
+def seizure_consensus(patients: Sequence[str], seizures: Sequence[str], labels: Sequence[int],
+                      tcs_probabilities: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and consensus TCS probabilities of :func:`seizure_level`."""
+    return seizure_level(patients, seizures, labels, tcs_probabilities)[1:]
 
 
 def classification_metrics(labels: Sequence[int], tcs_probabilities: Sequence[float]) -> dict[str, Any]:
@@ -101,18 +116,68 @@ def fold_metrics(patients: Sequence[str], seizures: Sequence[str], labels: Seque
     return metrics
 
 
-def summarize_folds(folds: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """:func:`summarize` of every evaluation of :func:`fold_metrics`, per view and per seizure. Each fold holds its
-    metrics and its validation ``patients``, ``seizures``, ``labels`` and ``probabilities`` (per evaluation)."""
-    patients, seizures, labels = (np.concatenate([fold[key] for fold in folds]) for key in
-                                  ("patients", "seizures", "labels"))
+def pooled_predictions(folds: Sequence[Mapping[str, Any]]) -> dict[str, Predictions]:
+    """The validation predictions of all folds together, per evaluation: per view under its name, per seizure under
+    ``<name>_seizure``. Each fold holds its validation ``patients``, ``seizures``, ``labels`` and ``probabilities``
+    (per evaluation), and its number as ``fold`` (default: its position)."""
+    pooled: dict[str, list[tuple[np.ndarray, ...]]] = {}
+    for position, fold in enumerate(folds):
+        number = fold.get("fold", position)
+        for name, values in fold["probabilities"].items():
+            levels = {name: (np.asarray(fold["patients"], dtype=str), np.asarray(fold["labels"], dtype=int),
+                             np.asarray(values, dtype=float)),
+                      name + SEIZURE_LEVEL: seizure_level(fold["patients"], fold["seizures"], fold["labels"], values)}
+            for level, arrays in levels.items():
+                pooled.setdefault(level, []).append((*arrays, np.full(len(arrays[0]), number)))
+    return {level: Predictions(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+            for level, parts in pooled.items()}
+
+
+def patient_order(folds: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The validation patients of all folds, in order of first appearance: the columns of a bootstrap draw."""
+    return list(dict.fromkeys(str(patient) for fold in folds for patient in fold["patients"]))
+
+
+def summarize_folds(folds: Sequence[Mapping[str, Any]],
+                    bootstrap: Bootstrap | None = None) -> dict[str, dict[str, Any]]:
+    """:func:`summarize` of every evaluation of :func:`fold_metrics`, per view and per seizure (folds as
+    :func:`pooled_predictions` takes them), with the calibration and operating points of the pooled predictions and,
+    given ``bootstrap``, the intervals of their metrics and sensitivities: one draw of patients for all of them."""
+    order = patient_order(folds)
+    counts = bootstrap.draw(len(order)) if bootstrap is not None else None
     summary = {}
-    for name in folds[0]["probabilities"]:
-        values = np.concatenate([fold["probabilities"][name] for fold in folds])
-        summary[name] = summarize([fold[name] for fold in folds], labels, values)
-        summary[name + SEIZURE_LEVEL] = summarize([fold[name + SEIZURE_LEVEL] for fold in folds],
-                                                  *seizure_consensus(patients, seizures, labels, values))
+    for name, predictions in pooled_predictions(folds).items():
+        labels, scores = predictions.labels, predictions.scores
+        summary[name] = {**summarize([fold[name] for fold in folds], labels, scores),
+                         "calibration": calibration_metrics(labels, scores),
+                         "operating_points": operating_points(predictions, bootstrap, counts, order)}
+        if bootstrap is not None:
+            summary[name]["interval"] = metric_intervals(predictions.patients, labels, scores, counts,
+                                                         bootstrap.confidence, order)
     return summary
+
+
+def patient_table(folds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per validation patient: fold, seizures, views, labels, and per evaluation (``middle``, ...) the mean
+    TCS probability of the views and how many views and seizures were misclassified; most errors first."""
+    pooled = pooled_predictions(folds)
+    views = next(iter(folds[0]["probabilities"]))
+    frame = pd.DataFrame({"patient": pooled[views].patients, "fold": pooled[views].folds,
+                          "label": pooled[views].labels})
+    rows = frame.groupby("patient", sort=False).agg(
+        fold=("fold", lambda folds: " ".join(map(str, sorted(set(folds))))),
+        labels=("label", lambda labels: "+".join(LABEL_NAMES[label] for label in sorted(set(labels)))),
+        views=("label", "size"))
+    rows.insert(1, "seizures", pd.Series(pooled[views + SEIZURE_LEVEL].patients).value_counts())
+    for name in folds[0]["probabilities"]:
+        for level, column in ((name, f"view_errors_{name}"), (name + SEIZURE_LEVEL, f"seizure_errors_{name}")):
+            predictions = pooled[level]
+            wrong = pd.Series((predictions.scores > 0.5) != predictions.labels, index=predictions.patients)
+            rows[column] = wrong.groupby(level=0).sum()
+        rows[f"mean_tcs_probability_{name}"] = pd.Series(pooled[name].scores, index=pooled[name].patients
+                                                         ).groupby(level=0).mean()
+    rows = rows.reset_index().sort_values(f"view_errors_{views}", ascending=False, kind="stable")
+    return rows.to_dict("records")
 
 
 def spread_metrics(labels: Sequence[int], onsets: Sequence[float | None],
@@ -139,6 +204,14 @@ def format_value(mean: float | None, std: float | None = None, digits: int = 3) 
     if mean is None:
         return "n/a"
     return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def format_estimate(value: float | None, interval: Sequence[float] | None = None, digits: int = 3) -> str:
+    """``0.940 (0.890-0.980)``: a value and its confidence interval; the value alone without one."""
+    if value is None or interval is None:
+        return format_value(value, digits=digits)
+    low, high = interval
+    return f"{value:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def markdown_row(cells: Sequence[Any]) -> str:
@@ -170,9 +243,14 @@ def metrics_markdown(report: Mapping[str, Any]) -> str:
     rows = []
     for evaluation, summary in report["summary"].items():
         label = EVALUATION_TITLES.get(evaluation, evaluation)
+        interval = summary.get("interval", {})
         rows.append([f"{label}, mean ± sd"] + [format_value(summary["mean"][m], summary["std"][m]) for m in METRICS])
-        rows.append([f"{label}, pooled"] + [format_value(summary["pooled"][m]) for m in METRICS])
+        rows.append([f"{label}, pooled"] + [format_estimate(summary["pooled"][m], interval.get(m)) for m in METRICS])
     lines += [markdown_table(["Evaluation"] + [TITLES[m] for m in METRICS], rows), ""]
+    if "intervals" in report:
+        bootstrap = report["intervals"]
+        lines += [f"Pooled values in brackets: {bootstrap['confidence']:.0%} confidence intervals, "
+                  f"{bootstrap['method']} ({bootstrap['resamples']} resamples, seed {bootstrap['seed']}).", ""]
     for evaluation, summary in report["summary"].items():
         if evaluation.endswith(SEIZURE_LEVEL):
             (tn, fp), (fn, tp) = summary["pooled"]["confusion_matrix"]
@@ -199,4 +277,58 @@ def metrics_markdown(report: Mapping[str, Any]) -> str:
             f"{timeline['num_false_spread']} of the {timeline['num_fos']} FOS videos.",
             "",
         ]
-    return "\n".join(lines)
+    return "\n".join(lines + statistics_markdown(report))
+
+
+def statistics_markdown(report: Mapping[str, Any]) -> list[str]:
+    """The calibration, temperature, operating-point, figure and per-patient sections of :func:`metrics_markdown`."""
+    summary = report["summary"]
+    calibration = [[EVALUATION_TITLES.get(name, name), *(format_value(entry["calibration"][key])
+                                                        for key in ("ece", "brier", "log_loss"))]
+                   for name, entry in summary.items() if "calibration" in entry]
+    lines = []
+    if calibration:
+        lines += ["## Calibration", "",
+                  f"Of the pooled out-of-fold TCS probabilities. ECE: expected calibration error over {BINS} "
+                  "equal-width bins of the TCS probability (the gap between the fraction of TCS and the mean "
+                  "probability, weighted by the bin's size); Brier: mean squared error; log-loss in nats.", "",
+                  markdown_table(["Evaluation", "ECE", "Brier", "Log-loss"], calibration), ""]
+    temperature = report.get("temperature")
+    if temperature:
+        before, after = temperature["before"], temperature["after"]
+        lines += [f"Temperature scaling (`--calibrate`): T = {temperature['temperature']:.3f}, fitted on the "
+                  f"{EVALUATION_TITLES[temperature['evaluation']]} per view (what `gestures predict` and the pipeline "
+                  f"compute){' at the bound of its search' if temperature['at_bound'] else ''}; log-loss "
+                  f"{before['log_loss']:.3f} -> {after['log_loss']:.3f}, ECE {before['ece']:.3f} -> "
+                  f"{after['ece']:.3f}, Brier {before['brier']:.3f} -> {after['brier']:.3f}, accuracy "
+                  f"{before['accuracy']:.3f} -> {after['accuracy']:.3f} (on the predictions it was fitted on). "
+                  f"Stored as `temperature` in the config of: {', '.join(temperature['models']) or 'no final model'}.",
+                  ""]
+    points = [[EVALUATION_TITLES.get(name, name), f"{point['specificity_target']:.0%}",
+               format_estimate(point["sensitivity"], point.get("interval")),
+               "never TCS" if point["threshold"] is None else f"{point['threshold']:.3f}",
+               format_value(point["specificity"])]
+              for name, entry in summary.items() for point in entry.get("operating_points", [])]
+    if points:
+        lines += ["## Operating points", "",
+                  "The highest sensitivity (TCS recall) at a specificity of at least the target, and the threshold "
+                  "that gives it (TCS when the probability is at least the threshold), on the pooled predictions.",
+                  "", markdown_table(["Evaluation", "Specificity target", "Sensitivity", "Threshold",
+                                      "Specificity reached"], points), ""]
+    figures = report.get("figures")
+    if figures:
+        lines += ["## Figures", "", "Pooled over folds (grey: each fold); bands: pointwise bootstrap over patients.",
+                  "", *(f"![{name}]({file})" for name, file in figures.items()), ""]
+    patients = report.get("patients")
+    if patients:
+        views = next(iter(report["summary"]))
+        wrong = [row for row in patients if row[f"view_errors_{views}"] or row[f"seizure_errors_{views}"]]
+        columns = [key for key in patients[0] if key != "patient"]
+        lines += ["## Patients", "",
+                  f"{len(patients) - len(wrong)} of {len(patients)} patients have no misclassified view or seizure "
+                  f"({EVALUATION_TITLES[views]}); the others, most errors first (all in `patients.csv`):", ""]
+        if wrong:
+            lines += [markdown_table(["Patient", *columns],
+                                     [[row["patient"], *(format_value(row[key]) if isinstance(row[key], float)
+                                                         else row[key] for key in columns)] for row in wrong]), ""]
+    return lines

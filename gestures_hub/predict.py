@@ -51,14 +51,42 @@ class Prediction:
     """The known time of the bilateral spread (s), when the caller gives it."""
     damage: list[str] = field(default_factory=list)
     """What decoding found wrong with the file (empty for an intact video): the results cover what was decoded."""
+    temperature: float = 1.0
+    """The model's temperature (``config.temperature``); the probabilities are calibrated when it is not 1."""
+    familiarity: dict[str, Any] | None = None
+    """Whether the video is like the training data (the pipeline's ``familiarity``: ``available``, ``unfamiliar``,
+    ``unusual_fraction``, the thresholds, or a ``note``); None when not assessed."""
+    snippet_unusualness: np.ndarray | None = None
+    """Per-snippet unusualness (see :mod:`gestures_hub.model.familiarity`), when the model has a feature summary."""
+    member_probabilities: list[dict[str, float]] | None = None
+    """A fold ensemble's members' probabilities (None for a single model)."""
+    probability_std: dict[str, float] | None = None
+    """The members' standard deviation per label (ensembles)."""
+    snippet_std: np.ndarray | None = None
+    """(n_snippets, num_labels) standard deviation of the members' snippet probabilities (ensembles with a timeline)."""
 
     @property
     def demo(self) -> bool:
         return self.notice is not None
 
+    @property
+    def calibrated(self) -> bool:
+        return self.temperature != 1.0
+
+    @property
+    def unfamiliar(self) -> bool | None:
+        """The video is unlike the training data; None when the model cannot tell."""
+        return (self.familiarity or {}).get("unfamiliar")
+
+    @property
+    def unusual(self) -> np.ndarray | None:
+        """Which snippets are beyond the model's snippet threshold (None without a feature summary)."""
+        if self.snippet_unusualness is None or not (self.familiarity or {}).get("available"):
+            return None
+        return self.snippet_unusualness > self.familiarity["snippet_threshold"]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary, timeline included."""
-        labels = list(self.probabilities)
         return {
             "video": self.video,
             "label": self.label,
@@ -71,13 +99,32 @@ class Prediction:
             "random_weights": self.random_weights,
             "synthetic_video": self.synthetic_video,
             "damage": self.damage,
+            "calibrated": self.calibrated,
+            "temperature": self.temperature,
+            "unfamiliar": self.unfamiliar,
+            "familiarity": self.familiarity,
+            "ensemble": None if self.member_probabilities is None else {
+                "num_members": len(self.member_probabilities), "member_probabilities": self.member_probabilities,
+                "std": self.probability_std},
             "ground_truth": None if self.true_label is None else {"label": self.true_label,
                                                                    "onset_bilateral": self.true_onset},
-            "timeline": [
-                {"time": round(float(time), 4), **{name: float(p) for name, p in zip(labels, row, strict=True)}}
-                for time, row in zip(self.times, self.snippet_probabilities, strict=True)
-            ],
+            "timeline": [{"time": round(float(time), 4), **values}
+                         for time, values in zip(self.times, self.rows(), strict=True)],
         }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Per snippet: each label's probability, with ensembles its members' standard deviation (``<label>_std``),
+        with a feature summary the snippet's ``unusualness`` and whether it is ``unusual``."""
+        labels = list(self.probabilities)
+        rows = [{name: float(p) for name, p in zip(labels, row, strict=True)} for row in self.snippet_probabilities]
+        if self.snippet_std is not None:
+            for row, std in zip(rows, self.snippet_std, strict=True):
+                row.update({f"{name}_std": float(value) for name, value in zip(labels, std, strict=True)})
+        unusual = self.unusual
+        if unusual is not None:
+            for row, score, flag in zip(rows, self.snippet_unusualness, unusual, strict=True):
+                row.update(unusualness=float(score), unusual=bool(flag))
+        return rows
 
 
 def load_predictor(spec: str | None = None) -> tuple[GesturesForVideoClassification, str, bool]:
@@ -122,6 +169,8 @@ def predict_video(
     out = pipe(str(path), return_timeline=True, **({"stride": stride} if stride else {}))
     labels = list(out["snippet_scores"])
     scores = {item["label"]: item["score"] for item in out["scores"]}
+    ensemble = out["ensemble"] or {}
+    snippet_std = ensemble.get("snippet_std")
     return Prediction(
         video=str(path), label=out["label"], probabilities={name: scores[name] for name in labels},
         times=np.asarray(out["snippet_times"], dtype=np.float32),
@@ -129,18 +178,42 @@ def predict_video(
         spread_time=out["spread_time"], duration=out["duration"],
         model=description or str(getattr(config, "_name_or_path", "") or config.encoder), notice=out["notice"],
         random_weights=not pretrained, synthetic_video=is_synthetic_video(path), true_label=true_label,
-        true_onset=true_onset, damage=out["damage"],
+        true_onset=true_onset, damage=out["damage"], temperature=out["temperature"], familiarity=out["familiarity"],
+        snippet_unusualness=None if out["snippet_unusualness"] is None else np.asarray(out["snippet_unusualness"]),
+        member_probabilities=ensemble.get("member_scores"), probability_std=ensemble.get("std"),
+        snippet_std=None if snippet_std is None else np.stack([snippet_std[name] for name in labels], axis=1),
     )
 
 
+def familiarity_text(prediction: Prediction) -> str | None:
+    """Whether the video is like the training data, in words (None when it was not assessed)."""
+    familiarity = prediction.familiarity
+    if familiarity is None:
+        return None
+    if not familiarity["available"]:
+        return "unlike-the-training-data check not available (the model has no feature summary)"
+    share = f"{familiarity['unusual_fraction']:.0%} of snippets unusual, threshold {familiarity['video_threshold']:.0%}"
+    if familiarity["unfamiliar"]:
+        return f"UNLIKE THE TRAINING DATA ({share}): this prediction may mean nothing"
+    return f"like the training data ({share})"
+
+
 def summary_line(prediction: Prediction) -> str:
-    """One line: label, probabilities, spread time and (demo models) the notice."""
+    """One line: label, probabilities (calibrated or not; an ensemble's spread), spread time, whether the video is like
+    the training data and (demo models) the notice."""
     probabilities = ", ".join(f"{name} {p:.3f}" for name, p in prediction.probabilities.items())
+    if prediction.probability_std is not None:
+        probabilities += (f"; ± {prediction.probability_std[prediction.label]:.3f} across "
+                          f"{len(prediction.member_probabilities)} fold models")
+    if prediction.calibrated:
+        probabilities += f"; calibrated, temperature {prediction.temperature:.3g}"
     line = f"{prediction.video}: {prediction.label} ({probabilities})"
     if prediction.damage:
         line += f" [DAMAGED VIDEO: {'; '.join(prediction.damage)}]"
     if prediction.spread_time is not None:
         line += f", bilateral spread detected at {prediction.spread_time:.1f} s"
+    if (familiar := familiarity_text(prediction)) is not None:
+        line += f" [{familiar}]"
     return f"{line}  [{prediction.notice}]" if prediction.notice else line
 
 

@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .model.configuration_gestures import GesturesConfig
-from .model.modeling_gestures import GesturesForVideoClassification
+from .model.configuration_gestures import GesturesConfig, GesturesEnsembleConfig, config_from_pretrained
+from .model.modeling_gestures import GesturesEnsembleForVideoClassification, GesturesForVideoClassification
+
+Classifier = GesturesForVideoClassification | GesturesEnsembleForVideoClassification
+"""A model that classifies videos: one model, or a fold ensemble (``gestures ensemble``)."""
 
 logger = logging.getLogger(__name__)
 
@@ -113,17 +116,25 @@ def check_model_folder(folder: Path) -> None:
     import torch
 
     with torch.device("meta"):
-        model = GesturesForVideoClassification(GesturesConfig.from_pretrained(str(folder)))
+        config = config_from_pretrained(str(folder))
+        model = classifier_class(config)(config)
     for name, tensor in model.state_dict().items():
         if name in shapes and shapes[name] != tuple(tensor.shape):
             raise fail(f"the weights do not fit the config: {name} is {list(shapes[name])} in model.safetensors but "
                        f"{list(tensor.shape)} in the model config.json describes")
 
 
+def classifier_class(config: GesturesConfig) -> type[Classifier]:
+    """The class a config's model is: the fold ensemble for a ``GesturesEnsembleConfig``."""
+    if isinstance(config, GesturesEnsembleConfig):
+        return GesturesEnsembleForVideoClassification
+    return GesturesForVideoClassification
+
+
 def load_model(
     spec: str | Path, *, weights: str | Path | None = None, **overrides: Any
-) -> tuple[GesturesForVideoClassification, bool]:
-    """Load a classifier from a preset name, a ``save_pretrained`` folder or a hub id.
+) -> tuple[Classifier, bool]:
+    """Load a classifier from a preset name, a ``save_pretrained`` folder (a fold ensemble's too) or a hub id.
 
     A preset is randomly initialised unless ``weights`` (a checkpoint read by the importers: a local file or
     ``URL#sha256=...``) are given, except ``gestures-demo`` without overrides, which is the trained demo model.
@@ -140,7 +151,7 @@ def load_model(
         if Path(spec).is_dir():
             check_model_folder(Path(spec))
         try:
-            model = GesturesForVideoClassification.from_pretrained(str(spec))
+            model = classifier_class(config_from_pretrained(str(spec))).from_pretrained(str(spec))
         except OSError as error:
             raise OSError(
                 f"Could not load a model from {str(spec)!r}: it is neither a preset ({', '.join(PRESETS)}), "

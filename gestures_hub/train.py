@@ -11,8 +11,11 @@
 ``--output-dir`` holds::
 
     training_args.json            the arguments (a resumed run must use the same ones)
-    metrics.json, metrics.md      per-fold and aggregated metrics (see ``cross_validation_report``)
+    metrics.json, metrics.md      per-fold and aggregated metrics (see :mod:`gestures_hub.training_report`): intervals,
+                                  calibration (``--calibrate``: the temperature), operating points, per patient
+    reliability.png, roc.png, pr.png, confusion.png   figures of the out-of-fold predictions, linked from metrics.md
     predictions.csv               validation TCS probability of every video, middle and dense
+    patients.csv                  per patient: seizures, views, labels, mean TCS probability, errors
     fold-<i>/log.csv              one row per epoch
     fold-<i>/checkpoint/          ``accelerator.save_state`` + ``trainer_state.json``, for ``--resume``
     fold-<i>/best/                epoch with the best ``--metric-for-best-model`` (validation F1, TCS positive, by
@@ -39,20 +42,14 @@ parameters trained), so micro-batches of ``--micro-batch-size`` videos with grad
 ``--dense-stride`` frames apart. ``--mixed-precision`` defaults to ``auto`` (bf16 on GPUs that have it). Exported models
 take ``pixel_values``.
 
-Timeline (``--timeline-weight``, default 0 as in the paper): a per-snippet cross-entropy on the ``snippet_logits`` of
-the sampled snippets, whose target is TCS from a TCS video's ``onset_bilateral`` on and FOS before it and in FOS
-videos; each video's mean term is weighted like its seizure loss (:func:`timeline_losses`). TCS videos without
-``onset_bilateral`` are left out of it. The validation loss includes it, and each fold's ``results.json`` (then
-``metrics.json["timeline"]``, ``metrics.md``, ``predictions.csv``) reports the spread each dense timeline shows
-(:func:`gestures_hub.metrics.spread_metrics`).
+Timeline (``--timeline-weight``, default 0 as in the paper): a per-snippet loss on the ``snippet_logits`` of the
+sampled snippets, towards when each TCS video's seizure spreads (:func:`gestures_hub.losses.timeline_losses`). The
+validation loss includes it, and each fold's ``results.json`` (then ``metrics.json["timeline"]``, ``metrics.md``,
+``predictions.csv``) reports the spread each dense timeline shows (:func:`gestures_hub.metrics.spread_metrics`).
 
-Losses (``--loss``):
-
-- ``weighted`` (default): cross-entropy with balanced class weights ``w_c = N / (2 N_c)`` of the training videos,
-  i.e. proportional to one over each class's fraction (stored as ``config.class_weights``);
-- ``original``: the paper code's loss, ``binary_cross_entropy_with_logits`` on the two-column one-hot target with
-  the scalar ``pos_weight = N / N_TCS``. It multiplies the positive entry of both columns, so it weights FOS and TCS
-  videos alike.
+The data (banks of features or videos, the snippet draws, the batches) is :mod:`gestures_hub.training_data`, the
+losses (``--loss``, ``--timeline-weight``) :mod:`gestures_hub.losses`, the report and the files of ``--output-dir``
+beside the models :mod:`gestures_hub.training_report`.
 """
 
 from __future__ import annotations
@@ -68,234 +65,42 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, PartialState
 from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
-from .arguments import LOSSES, PROTOCOLS, TrainingArguments, from_namespace
+from .arguments import TrainingArguments, from_namespace
 from .extract import auto_precision
-from .features import (
-    LABEL_NAMES,
-    UNKNOWN_LABEL,
-    LabelledVideos,
-    dataset_settings,
-    load_features,
-    read_json_state,
-    write_json,
-)
+from .features import read_json_state, write_json
 from .finetune import VideoBank, freeze_batch_norm
-from .metrics import (
-    SEIZURE_LEVEL,
-    classification_metrics,
-    fold_metrics,
-    metrics_markdown,
-    spread_metrics,
-    summarize_folds,
-)
+from .losses import loss_norms, loss_terms, loss_weights
+from .metrics import SEIZURE_LEVEL, classification_metrics, fold_metrics, spread_metrics
 from .model import detect_spread
 from .model.configuration_gestures import GesturesConfig
 from .model.modeling_gestures import GesturesForVideoClassification
 from .presets import load_model
-from .sampling import draw_indices, min_vectors, pad_features, segment_ranges
-from .splits import DEFAULT_MIN_SEIZURE_DURATION, cross_validation_folds, short_seizures
+from .splits import DEFAULT_MIN_SEIZURE_DURATION, cross_validation_folds
+from .training_data import (
+    Bank,
+    FeatureBank,
+    SegmentSampler,
+    check_onsets,
+    drop_short_videos,
+    epoch_batches,
+    epoch_draws,
+    load_bank,
+)
+from .training_report import FINAL_FEATURES, FINAL_VIDEO, cross_validation_report, report_left_out, write_report
 
-EVALUATIONS = ("middle", "dense")
 TRAINER_STATE = "trainer_state.json"
 ARGS_FILE = "training_args.json"
-CV_METRICS_FILE = "cv_metrics.json"
-FINAL_FEATURES, FINAL_VIDEO = "final-features", "final-video"
-"""The models trained on all videos, named by what they take: snippet features, or video (``pixel_values``)."""
-_DRAWS, _SHUFFLE = 0, 1  # independent random streams
-
-
-# Data -----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FeatureBank(LabelledVideos):
-    """The snippet features of a features dataset in memory, concatenated, with one table row per video."""
-
-    features: torch.Tensor  # (total snippets, feature_dim)
-    offsets: np.ndarray  # (num_videos + 1,): video i is features[offsets[i]:offsets[i + 1]]
-    table: pd.DataFrame  # video, patient, seizure, view, label, duration, onset_bilateral, discarded
-    settings: dict[str, Any]
-    path: str
-
-    @classmethod
-    def load(cls, path: str | Path) -> FeatureBank:
-        """Read a features dataset (see :func:`gestures_hub.features.load_features`); every video needs a label."""
-        dataset = load_features(path)
-        settings = dataset_settings(dataset)
-        table = dataset.select_columns(["video", "patient", "seizure", "view", "label", "duration", "onset_bilateral",
-                                        *(["discarded"] if "discarded" in dataset.column_names else [])]).to_pandas()
-        table["discarded"] = table.get("discarded", False)
-        unlabelled = table.loc[table["label"] == UNKNOWN_LABEL, "video"].tolist()
-        if unlabelled:
-            raise ValueError(f"{len(unlabelled)} video(s) have no label; training needs FOS or TCS on every video: "
-                             f"{unlabelled[:10]}")
-        arrays = [batch for rows in dataset.select_columns(["features"]).with_format("numpy").iter(batch_size=16)
-                  for batch in rows["features"]]
-        offsets = np.concatenate([[0], np.cumsum([len(array) for array in arrays])])
-        return cls(torch.from_numpy(np.concatenate(arrays).astype(np.float32, copy=False)), offsets, table, settings,
-                   str(path))
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.features.shape[1]
-
-    def sequence(self, video: int) -> torch.Tensor:
-        """All snippet features of one video, ``(length, feature_dim)``."""
-        return self.features[self.offsets[video]:self.offsets[video + 1]]
-
-    def take(self, rows: np.ndarray) -> torch.Tensor:
-        """Feature vectors at positions ``rows`` (any shape) of the concatenated features: ``(*rows.shape, dim)``."""
-        flat = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64).ravel()).to(self.features.device)
-        return self.features.index_select(0, flat).view(*rows.shape, self.features.shape[1])
-
-    def gather(self, videos: np.ndarray, indices: np.ndarray) -> torch.Tensor:
-        """Snippets ``indices[..., s]`` of videos ``videos[...]``: ``(*videos.shape, indices.shape[-1], dim)``."""
-        return self.take(self.offsets[videos][..., None] + indices)
-
-    def select(self, keep: np.ndarray) -> FeatureBank:
-        """The videos where ``keep`` is true."""
-        videos = np.flatnonzero(keep)
-        sequences = [self.sequence(video) for video in videos]
-        offsets = np.concatenate([[0], np.cumsum([len(sequence) for sequence in sequences])])
-        return dataclasses.replace(self, features=torch.cat(sequences), offsets=offsets,
-                                   table=self.table.iloc[videos].reset_index(drop=True))
-
-    def model_inputs(self, videos: np.ndarray, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        """Model inputs of snippets ``indices`` (one row per video) of ``videos``."""
-        return {"snippet_features": self.gather(videos, indices)}
-
-    def dense_inputs(self, videos: np.ndarray, model: GesturesForVideoClassification) -> dict[str, torch.Tensor]:
-        """Model inputs of ``videos`` from all their snippets, padded (``model`` is for banks of videos)."""
-        return pad_features([self.sequence(video) for video in videos])
-
-    def dense_times(self, video: int) -> np.ndarray:
-        """Start times (seconds) of the snippets of ``dense_inputs``."""
-        return self.snippet_times(np.arange(self.lengths[video]))
-
-
-Bank = FeatureBank | VideoBank
-
-
-def drop_short_videos(bank: Bank, num_segments: int, drop: bool) -> Bank:
-    """Fail naming the videos too short for ``num_segments`` segments, or leave them out when ``drop``."""
-    needed = min_vectors(num_segments, bank.settings["frames_per_snippet"], bank.settings["stride"])
-    short = bank.lengths < needed
-    if not short.any():
-        return bank
-    names = bank.table.loc[short, "video"].tolist()
-    message = (f"{len(names)} video(s) have fewer than {needed} snippets, too few for {num_segments} segments: "
-               f"{names[:10]}{' ...' if len(names) > 10 else ''}")
-    if not drop:
-        raise ValueError(message + ". Pass --drop-short to leave them out, or use fewer segments.")
-    print(f"Leaving out {message}.", file=sys.stderr)
-    return bank.select(~short)
-
-
-class SegmentSampler:
-    """:func:`gestures_hub.sampling.segment_indices` for all videos of a bank at once (same ranges and rounding).
-
-    ``draw(gamma, rng)`` returns the ``(num_videos, num_segments)`` snippet indices of one epoch; ``"middle"`` needs no
-    generator.
-    """
-
-    def __init__(self, bank: Bank, num_segments: int) -> None:
-        self.frames_per_snippet = bank.settings["frames_per_snippet"]
-        self.stride = bank.settings["stride"]
-        ranges = np.array([
-            segment_ranges(int(length), num_segments=num_segments, frames_per_snippet=self.frames_per_snippet,
-                           stride=self.stride, video=video)
-            for length, video in zip(bank.lengths, bank.table["video"], strict=True)
-        ])
-        self.first, self.last = ranges[..., 0], ranges[..., 1]
-        self.num_vectors = bank.lengths[:, None]
-
-    def draw(self, gamma: float | str, rng: np.random.Generator | None = None) -> np.ndarray:
-        return draw_indices(self.first, self.last, self.num_vectors, stride=self.stride, gamma=gamma, rng=rng)
-
-
-def epoch_draws(sampler: SegmentSampler, gamma: float | str, seed: int, epoch: int) -> np.ndarray:
-    """Snippet indices of every video for one training epoch."""
-    return sampler.draw(gamma, np.random.default_rng([seed, _DRAWS, epoch]))
-
-
-def epoch_batches(videos: np.ndarray, batch_size: int, seed: int, stream: int, epoch: int) -> list[np.ndarray]:
-    """The training videos of one epoch, shuffled (one permutation per ``stream``, i.e. fold, and epoch), batched."""
-    order = np.random.default_rng([seed, _SHUFFLE, stream, epoch]).permutation(videos)
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-# Loss -----------------------------------------------------------------------------------------------------------------
-
-
-def loss_weights(labels: np.ndarray, loss: str) -> torch.Tensor:
-    """Weights of ``loss`` for a training set: ``[N / N_TCS]`` (original) or ``[N / (2 N_FOS), N / (2 N_TCS)]``."""
-    counts = np.bincount(labels, minlength=2)
-    if (counts == 0).any():
-        raise ValueError(f"The training videos need both classes, got {counts[0]} FOS and {counts[1]} TCS.")
-    if loss == "original":
-        return torch.tensor([len(labels) / counts[1]], dtype=torch.float32)
-    if loss == "weighted":
-        return torch.tensor(len(labels) / (2 * counts), dtype=torch.float32)
-    raise ValueError(f"Unknown loss {loss!r}: choose one of {', '.join(LOSSES)}.")
-
-
-def sample_losses(logits: torch.Tensor, labels: torch.Tensor, loss: str, weights: torch.Tensor) -> torch.Tensor:
-    """Per-video loss terms, ``(..., batch)``; leading dimensions (if any) index models, as in ``weights``.
-
-    The mean loss of a batch is ``sample_losses(...).sum(-1) / loss_norms(...).sum(-1)``.
-    """
-    if loss == "original":
-        target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
-        terms = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weights[..., None, :], reduction="none")
-        return terms.sum(-1)
-    terms = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="none").view(labels.shape)
-    return loss_norms(labels, loss, weights) * terms
-
-
-def loss_norms(labels: torch.Tensor, loss: str, weights: torch.Tensor) -> torch.Tensor:
-    """What each video adds to the denominator of the mean: the paper's BCE averages over both columns of every
-    video (2), the weighted cross-entropy over the class weights of the labels (PyTorch's ``weight=`` mean)."""
-    if loss == "original":
-        return torch.full(labels.shape, 2.0, device=labels.device)
-    return torch.gather(weights, -1, labels)
-
-
-def timeline_losses(snippet_logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
-                    norms: torch.Tensor) -> torch.Tensor:
-    """Per-video timeline terms: the mean cross-entropy of the sampled snippets' logits ``(batch, snippets, 2)``
-    against their spread ``targets``, times each video's share ``norms`` of the seizure loss's mean (so both losses
-    weigh videos alike); zero where the targets are not ``known``."""
-    terms = F.cross_entropy(snippet_logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
-    return torch.where(known, norms * terms.mean(-1), 0.0)
-
-
-def loss_terms(run: Run, logits: torch.Tensor, snippet_logits: torch.Tensor | None, labels: torch.Tensor,
-               weights: torch.Tensor, videos: np.ndarray, indices: np.ndarray) -> torch.Tensor:
-    """Per-video terms of the training loss of ``videos`` from snippets ``indices``: the seizure loss, plus the
-    timeline terms under ``--timeline-weight``. Their sum over ``loss_norms`` is the mean loss."""
-    args = run.args
-    terms = sample_losses(logits.float(), labels, args.loss, weights)
-    if args.timeline_weight:
-        targets, known = (torch.as_tensor(a, device=logits.device) for a in run.bank.spread_targets(videos, indices))
-        terms = terms + args.timeline_weight * timeline_losses(snippet_logits.float(), targets, known,
-                                                               loss_norms(labels, args.loss, weights))
-    return terms
 
 
 # Training -------------------------------------------------------------------------------------------------------------
@@ -344,6 +149,14 @@ class Run:
         """Write ``data`` atomically (main process only)."""
         if self.is_main:
             write_json(path, data)
+
+    @cached_property
+    def feature_summary(self) -> dict[str, Any] | None:
+        """The summary of the run's training features that exported models carry (``config.feature_summary``: all
+        its usable videos, from 2 patients on), which flags videos unlike them; None for a video bank."""
+        from .ensemble import summarize_bank  # it imports this module
+
+        return summarize_bank(self.bank) if isinstance(self.bank, FeatureBank) else None
 
 
 def build_config(bank: Bank, args: TrainingArguments, class_weights: list[float] | None) -> GesturesConfig:
@@ -516,8 +329,12 @@ def write_log(run: Run, run_dir: Path, state: TrainerState) -> None:
 
 
 def export(run: Run, model: GesturesForVideoClassification, directory: Path) -> None:
-    """``save_pretrained`` plus the training arguments (main process)."""
+    """``save_pretrained`` plus the training arguments (main process). Trained on features, the model's config gets
+    the summary of the run's training features (``feature_summary``: all its usable videos, from 2 patients on),
+    which flags videos unlike them."""
     if run.is_main:
+        if isinstance(run.bank, FeatureBank):
+            model.config.feature_summary = run.feature_summary
         model.save_pretrained(directory)
         run.write_json(directory / ARGS_FILE, run.args.to_dict())
 
@@ -642,84 +459,6 @@ def train_fold(run: Run, fold: int, train_videos: np.ndarray, val_videos: np.nda
     return results, digest
 
 
-def cross_validation_report(run: Run, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``metrics.json`` report of the finished folds."""
-    args, table = run.args, run.bank.table
-    timeline = all("spread" in fold for fold in results)
-    evaluations = [name + level for name in EVALUATIONS for level in ("", SEIZURE_LEVEL)]
-    folds = [{key: fold[key] for key in ("fold", "num_val", "best_epoch", *evaluations, *(("spread",) * timeline))}
-             for fold in results]
-    labels = np.concatenate([fold["labels"] for fold in results])
-    dropped = short_seizures(table, run.min_seizure_duration)
-    return {
-        "protocol": {"group_by": args.group_by, "folds": args.folds, "seed": args.seed,
-                     "description": PROTOCOLS[args.group_by].format(k=args.folds),
-                     "min_seizure_duration": run.min_seizure_duration, "evaluate_discarded": args.evaluate_discarded,
-                     "short_seizures": [f"{patient}/{seizure}" for patient, seizure in
-                                        zip(dropped["patient"], dropped["seizure"], strict=True)],
-                     "discarded_views": table.loc[table["discarded"], "video"].tolist()},
-        "dataset": {"path": run.bank.path, "num_videos": len(table), "num_patients": int(table["patient"].nunique()),
-                    "synthetic": bool(run.bank.settings.get("synthetic", False))},
-        "settings": args.to_dict(),
-        "folds": folds,
-        "summary": summarize_folds(results),
-        **({"timeline": spread_metrics(labels, *([value for fold in results for value in fold[key]]
-                                                 for key in ("onsets", "spread_times")))} if timeline else {}),
-    }
-
-
-OUTPUT_README = """# {title}
-
-Written by `gestures train` (gestures-hub {version}). What each entry holds:
-
-| entry | what it is |
-|---|---|
-| `metrics.md`, `metrics.json` | cross-validation results, per view and per seizure (names defined in metrics.md) |
-| `predictions.csv` | the validation TCS probability of every video, per fold |
-| `training_args.json` | the options of this run (`--resume` needs the same) |
-| `fold-<i>/best/` | the best epoch of fold i: a model folder (`from_pretrained`) that takes {best_input} |
-| `fold-<i>/checkpoint/`, `fold-<i>/log.csv` | the state `--resume` continues from; one row per epoch |
-| `final-features/` | the model trained on all usable videos, on features: takes snippet features, not video |
-| `final-video/` | the final model that takes video (`pixel_values`: the pipeline, `gestures predict`) |
-| `final-run/` | the state of the final model's training, for `--resume` |
-| `processes/` | which processes ran and a digest of the weights each trained |
-
-Models that take snippet features need features extracted as the training data was (see its settings); models that
-take video read files through their video processor (`AutoVideoProcessor`, the pipeline, `gestures predict`).
-"""
-
-
-def write_output_readme(run: Run) -> None:
-    """``OUTPUT_DIR/README.md``: what each folder and file of the run holds, and which models take video."""
-    from . import __version__
-
-    video = run.args.train_encoder
-    best_input = "video (`pixel_values`)" if video else "snippet features (`snippet_features`), not video"
-    title = "GESTURES training run" + (" (SYNTHETIC data)" if run.bank.settings.get("synthetic") else "")
-    (run.output_dir / "README.md").write_text(OUTPUT_README.format(title=title, version=__version__,
-                                                                   best_input=best_input))
-
-
-def write_report(run: Run, report: dict[str, Any], results: list[dict[str, Any]]) -> None:
-    if not run.is_main:
-        return
-    write_output_readme(run)
-    run.write_json(run.output_dir / "metrics.json", report)
-    (run.output_dir / "metrics.md").write_text(metrics_markdown(report))
-    rows = [{"fold": fold["fold"], "video": video, "patient": fold["patients"][i], "seizure": fold["seizures"][i],
-             "label": label,
-             **{f"tcs_probability_{name}": fold["probabilities"][name][i] for name in EVALUATIONS},
-             **({"onset_bilateral": fold["onsets"][i], "spread_time": fold["spread_times"][i]} if "spread" in fold
-                else {})}
-            for fold in results for i, (video, label) in enumerate(zip(fold["videos"], fold["labels"], strict=True))]
-    pd.DataFrame(rows).to_csv(run.output_dir / "predictions.csv", index=False)
-    exports = [run.output_dir / f"fold-{fold['fold']}" / "best" for fold in results] + [
-        run.output_dir / name for name in (FINAL_FEATURES, FINAL_VIDEO)]
-    for directory in exports:
-        if directory.is_dir():
-            run.write_json(directory / CV_METRICS_FILE, report)
-
-
 def final_epochs(args: TrainingArguments, results: list[dict[str, Any]]) -> int:
     """``--final-epochs``, else the median best epoch of the folds, rounded up."""
     return args.final_epochs or math.ceil(float(np.median([fold["best_epoch"] for fold in results])))
@@ -748,53 +487,6 @@ def resolve_mixed_precision(mixed_precision: str, device: torch.device | None = 
         return mixed_precision
     device = device or PartialState().device
     return auto_precision(device) if device.type == "cuda" else "no"
-
-
-def load_bank(args: TrainingArguments, accelerator: Accelerator) -> Bank:
-    """The features of ``--features``, or with ``--train-encoder`` the videos of ``--videos`` and the encoder."""
-    if not args.train_encoder:
-        return FeatureBank.load(args.features)
-    set_seed(args.seed)  # an encoder preset without --encoder-weights is random: the same one in every run
-    encoder, pretrained = load_model(args.encoder, weights=args.encoder_weights)
-    if not pretrained and accelerator.is_main_process:
-        print(f"Note: the encoder {args.encoder!r} has random weights (no --encoder-weights).", file=sys.stderr)
-    output_dir = Path(args.output_dir)
-    return VideoBank.load(args.videos, encoder, cache=Path(args.frame_cache or output_dir / "frame-cache"),
-                          output_dir=output_dir, accelerator=accelerator,
-                          dense_stride=args.dense_stride or encoder.config.frames_per_snippet,
-                          dense_batch=args.eval_batch_size * args.num_segments)
-
-
-def report_left_out(run: Run) -> None:
-    """Say which seizures are too short for the protocol and which views are discarded (main process)."""
-    if not run.is_main:
-        return
-    table = run.bank.table
-    short = short_seizures(table, run.min_seizure_duration)
-    if len(short):
-        listed = ", ".join(f"{p}/{s} ({d:.1f} s)" for p, s, d in zip(short["patient"], short["seizure"],
-                                                                   short["duration"], strict=True))
-        print(f"Leaving out {len(short)} seizure(s) shorter than {run.min_seizure_duration:g} s "
-              f"(--min-seizure-duration): {listed}", file=sys.stderr)
-    discarded = table.loc[table["discarded"], "video"].tolist()
-    if discarded:
-        use = "validated on, never trained on" if run.args.evaluate_discarded else "left out (--evaluate-discarded " \
-              "validates on them)"
-        print(f"{len(discarded)} view(s) marked discarded are {use}: {', '.join(discarded)}", file=sys.stderr)
-
-
-def check_onsets(bank: Bank, verbose: bool) -> None:
-    """``--timeline-weight`` learns from the ``onset_bilateral`` of TCS videos: fail if none has one, and say (when
-    ``verbose``) which videos' snippets the timeline loss leaves out."""
-    tcs = bank.labels == LABEL_NAMES.index("TCS")
-    missing = bank.table.loc[tcs & np.isnan(bank.onsets), "video"].tolist()
-    if len(missing) == tcs.sum():
-        raise ValueError(f"--timeline-weight learns when TCS seizures spread, but none of the {len(missing)} TCS "
-                         "videos has an onset_bilateral: add that column (seconds) to the manifest and extract again, "
-                         "or use --timeline-weight 0.")
-    if missing and verbose:
-        print(f"Note: {len(missing)} TCS video(s) have no onset_bilateral; the timeline loss leaves them out: "
-              f"{missing[:10]}{' ...' if len(missing) > 10 else ''}", file=sys.stderr)
 
 
 def train(args: TrainingArguments, accelerator: Accelerator | None = None) -> dict[str, Any] | None:
@@ -833,6 +525,10 @@ def train(args: TrainingArguments, accelerator: Accelerator | None = None) -> di
                    run.output_dir / FINAL_VIDEO)
     if report is not None:
         write_report(run, report, done)
+    if complete and args.fold is None:
+        from .ensemble import export_run_ensemble  # it imports this module
+
+        export_run_ensemble(run)
     processes = {"process_index": accelerator.process_index, "num_processes": accelerator.num_processes,
                  "device": str(accelerator.device), "weights_sha256": digests}
     (run.output_dir / "processes").mkdir(parents=True, exist_ok=True)

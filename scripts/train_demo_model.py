@@ -3,6 +3,7 @@
 ::
 
     .venv/bin/python scripts/train_demo_model.py            # about 15-20 min on a busy 2-core CPU
+    .venv/bin/python scripts/train_demo_model.py --summary-only   # only (re)compute config.feature_summary
 
 Reproducible: fixed seeds and data (exact bits may differ across CPUs and thread counts). Steps:
 
@@ -13,7 +14,13 @@ Reproducible: fixed seeds and data (exact bits may differ across CPUs and thread
 3. freeze it, extract features of every video with :class:`gestures_hub.extract.SnippetEncoder`;
 4. train the BLSTM and classifier on whole snippet sequences with the video label plus a timeline target on the
    per-snippet logits (TCS from ``onset_bilateral`` on), so that ``snippet_logits`` show when the seizure spread;
-5. save the video-in model with ``save_pretrained``, a model card and the ``SYNTHETIC`` marker.
+5. save the video-in model with ``save_pretrained``, a model card and the ``SYNTHETIC`` marker, with
+   ``config.feature_summary``: the summary of the training videos' features that flags videos unlike them
+   (:mod:`gestures_hub.model.familiarity`).
+
+``--summary-only`` renders the training videos again (same seeds; only those missing from ``--work-dir``), extracts
+their features with the saved model's own encoder and writes only ``feature_summary`` into its ``config.json``,
+keeping the weights.
 
 Patients are split into training and validation (patient-grouped); validation numbers go into the model card.
 """
@@ -31,11 +38,13 @@ import torch
 from torch import nn
 
 from gestures_hub.extract import SnippetEncoder, choose_runtime
+from gestures_hub.features import write_json
 from gestures_hub.model import detect_spread
+from gestures_hub.model.familiarity import summarize_features
 from gestures_hub.model.modeling_gestures import GesturesForVideoClassification
 from gestures_hub.model.video_reader import iter_frames
 from gestures_hub.presets import get_config
-from gestures_hub.synthetic import SeizureSpec, generate_cohort, sample_cohort, video_path
+from gestures_hub.synthetic import SeizureSpec, generate_cohort, render_video, sample_cohort, video_path
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "gestures_hub" / "demo_model"
 COHORT = {"n_patients": 50, "seed": 1000, "fps": 15, "size": (160, 120), "min_duration": 10.0, "max_duration": 40.0}
@@ -156,6 +165,38 @@ def evaluate(model: GesturesForVideoClassification, features: list[np.ndarray], 
             "videos": len(specs)}
 
 
+def feature_summary(features: list[np.ndarray], specs: list[SeizureSpec]) -> dict:
+    """``config.feature_summary`` of the training videos' snippet features (patients: the specs')."""
+    return summarize_features(np.concatenate(features), np.array([len(f) for f in features]),
+                              np.array([spec.patient for spec in specs])).to_dict()
+
+
+def training_split(cohort: Path) -> tuple[list[Path], list[SeizureSpec], list[int], list[int]]:
+    """The cohort's video paths and specs, and the indices of the training and held-out videos."""
+    specs = sample_cohort(**COHORT)
+    paths = [cohort / video_path(spec) for spec in specs]
+    held_out = set(sorted({spec.patient for spec in specs})[-VALIDATION_PATIENTS:])
+    train_ids = [i for i, spec in enumerate(specs) if spec.patient not in held_out]
+    return paths, specs, train_ids, [i for i, spec in enumerate(specs) if spec.patient in held_out]
+
+
+def write_summary_only(cohort: Path, model_dir: Path) -> None:
+    """Compute ``feature_summary`` from the training videos (rendered again where missing) with the saved model's
+    encoder and write it into ``model_dir/config.json``; every other entry and the weights stay as they are."""
+    paths, specs, train_ids, _ = training_split(cohort)
+    for i in train_ids:
+        if not paths[i].is_file():
+            render_video(specs[i], paths[i])
+    model = GesturesForVideoClassification.from_pretrained(model_dir).eval()
+    encoder = SnippetEncoder(model, choose_runtime(model.config.encoder, "cpu", "fp32", 32))
+    features = [encoder.video(paths[i])[0] for i in train_ids]
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    config["feature_summary"] = feature_summary(features, [specs[i] for i in train_ids])
+    write_json(config_path, dict(sorted(config.items())))
+    print(f"feature_summary of {len(train_ids)} training videos written to {config_path}.")
+
+
 def write_card(directory: Path, validation: dict[str, float], seconds: float) -> None:
     cohort = {**COHORT, "size": "x".join(map(str, COHORT["size"]))}
     (directory / "README.md").write_text(f"""---
@@ -194,22 +235,22 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("runs/demo-model"), help="cohort and cache folder")
     parser.add_argument("--out", type=Path, default=DEMO_DIR, help="where the model goes")
     parser.add_argument("--iterations", type=int, default=500, help="encoder pretraining steps")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="only compute feature_summary into --out/config.json (weights unchanged)")
     args = parser.parse_args()
     start = time.perf_counter()
     torch.manual_seed(SEED)
     torch.set_num_threads(2)
+    cohort = args.work_dir / f"cohort-seed{COHORT['seed']}-{COHORT['n_patients']}p"
+    if args.summary_only:
+        write_summary_only(cohort, args.out)
+        return
 
     print("1/5 rendering the synthetic cohort", flush=True)
-    cohort = args.work_dir / f"cohort-seed{COHORT['seed']}-{COHORT['n_patients']}p"
     manifest = cohort / "manifest.csv"  # rendering is deterministic: reuse a finished one
     if not manifest.is_file():
         generate_cohort(manifest.parent, **COHORT)
-    specs = sample_cohort(**COHORT)
-    paths = [manifest.parent / video_path(spec) for spec in specs]
-    patients = sorted({spec.patient for spec in specs})
-    held_out = set(patients[-VALIDATION_PATIENTS:])
-    train_ids = [i for i, spec in enumerate(specs) if spec.patient not in held_out]
-    val_ids = [i for i, spec in enumerate(specs) if spec.patient in held_out]
+    paths, specs, train_ids, val_ids = training_split(cohort)
 
     model = GesturesForVideoClassification(get_config("gestures-demo", trained_on_synthetic_data=True))
     config = model.config
@@ -228,6 +269,7 @@ def main() -> None:
     train_head(model, pick(train_ids, features), pick(train_ids, times), pick(train_ids, specs))
     validation = evaluate(model, pick(val_ids, features), pick(val_ids, times), pick(val_ids, specs))
     print(f"  held-out synthetic patients: {validation}", flush=True)
+    config.feature_summary = feature_summary(pick(train_ids, features), pick(train_ids, specs))
 
     print(f"5/5 saving to {args.out}", flush=True)
     shutil.rmtree(args.out, ignore_errors=True)

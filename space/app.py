@@ -46,7 +46,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 
 from gestures_hub.model import GesturesVideoClassificationPipeline  # noqa: E402
 from gestures_hub.model.video_reader import VideoError, probe_video  # noqa: E402
-from gestures_hub.predict import Prediction, load_predictor, predict_video, video_pipeline  # noqa: E402
+from gestures_hub.predict import (  # noqa: E402
+    Prediction,
+    familiarity_text,
+    load_predictor,
+    predict_video,
+    video_pipeline,
+)
 from gestures_hub.synthetic import SeizureSpec, render_video, sample_cohort  # noqa: E402
 from gestures_hub.timeline import plot_timeline  # noqa: E402
 
@@ -288,6 +294,14 @@ def summary(prediction: Prediction, seconds: float) -> str:
     """Markdown describing the result (and the ground truth of a synthetic example) and how long it took."""
     confidence = prediction.probabilities[prediction.label]
     lines = [f"### Prediction: {prediction.label} ({confidence:.0%})"]
+    if prediction.unfamiliar:
+        lines.append(f"⚠️ **{familiarity_text(prediction)}.** The model has not seen videos like this one.")
+    if prediction.probability_std is not None:
+        lines.append(f"Mean of {len(prediction.member_probabilities)} fold models: ± "
+                     f"{prediction.probability_std[prediction.label]:.0%} (SD) across them.")
+    if prediction.calibrated:
+        lines.append(f"Probabilities calibrated (temperature {prediction.temperature:.3g}, fitted on the training "
+                     "run's out-of-fold predictions).")
     if prediction.spread_time is not None:
         lines.append(f"Bilateral spread detected at **{prediction.spread_time:.1f} s**.")
     if prediction.damage:

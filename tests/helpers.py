@@ -13,6 +13,10 @@ import numpy as np
 from gestures_hub.features import FeatureSettings, FeatureShardWriter
 
 REPO = Path(__file__).resolve().parents[1]
+UNIT_FILES = ["aggregation.py", "configuration_gestures.py", "encoders.py", "familiarity.py", "frame_geometry.py",
+              "modeling_gestures.py", "pipeline_gestures.py", "video_processing_gestures.py", "video_ranges.py",
+              "video_reader.py"]
+"""The Hub unit's code files (``gestures_hub/model/``), which every saved model folder carries."""
 
 
 def checkout_env(**extra: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import datasets
+import pandas as pd
 import pytest
 import torch
 from cards_fixtures import (
@@ -215,17 +216,32 @@ def test_templates_ship_with_the_package():
 
 
 def test_model_card_from_a_real_training_run(tmp_path):
-    """Train a tiny model with cross-validation, then render the card of its exported final model."""
+    """Train a tiny model with cross-validation (`gestures train --calibrate`), then render the card of its exported
+    final model: intervals, calibration, the temperature and the operating points, with metrics.json's numbers."""
     from helpers import events_dataset
 
-    from gestures_hub.train import TrainingArguments, train
+    from gestures_hub.cli import main
 
     features = events_dataset(tmp_path / "features", "presence", num_videos=24, length=30)
-    args = TrainingArguments(features=features, output_dir=str(tmp_path / "run"), num_segments=4, folds=3,
-                             epochs=4, hidden_size=8, batch_size=8)
-    metrics = train(args)
+    assert main(["train", "--features", features, "--output-dir", str(tmp_path / "run"), "--num-segments", "4",
+                 "--folds", "3", "--epochs", "4", "--hidden-size", "8", "--batch-size", "8", "--calibrate",
+                 "--bootstrap", "500"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     final = tmp_path / "run" / "final-features"
     assert json.loads((final / "cv_metrics.json").read_text()) == metrics
+    temperature = metrics["temperature"]
+    assert json.loads((final / "config.json").read_text())["temperature"] == temperature["temperature"]
+    assert temperature["models"] == ["final-features"] and temperature["evaluation"] == "dense"
+    assert json.loads((tmp_path / "run" / "fold-0" / "best" / "config.json").read_text()).get("temperature", 1.0) == 1
+    assert temperature["after"]["log_loss"] <= temperature["before"]["log_loss"]
+    assert temperature["after"]["accuracy"] == temperature["before"]["accuracy"]
+    assert metrics["intervals"] == {"method": metrics["intervals"]["method"], "confidence": 0.95, "resamples": 500,
+                                    "seed": 0}
+    for name in ("reliability", "roc", "pr", "confusion"):
+        assert (tmp_path / "run" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"![{name}]({name}.png)" in (tmp_path / "run" / "metrics.md").read_text()
+    patients = pd.read_csv(tmp_path / "run" / "patients.csv")
+    assert len(patients) == 24 and patients["views"].sum() == 24  # one video per patient in this dataset
     card = render_model_card(final, repo_id="org/gestures-synthetic-demo")
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
@@ -239,3 +255,17 @@ def test_model_card_from_a_real_training_run(tmp_path):
     assert "### Middle snippets, per seizure" in loaded.text and "| Fold | Seizures | Best epoch |" in loaded.text
     assert "synthetic-data" in loaded.data.tags
     assert "They were not trained on their own (the paper's seizure-level loss only)" in loaded.text
+
+    seizure = metrics["summary"]["middle_seizure"]
+    low, high = seizure["interval"]["accuracy"]
+    assert f"| **pooled** | 24 | | {seizure['pooled']['accuracy']:.3f} ({low:.3f}-{high:.3f}) |" in loaded.text
+    assert "95% confidence intervals:\nBCa bootstrap resampling patients" in loaded.text
+    calibration = seizure["calibration"]
+    assert (f"ECE {calibration['ece']:.3f} (10 equal-width\nbins of the TCS probability), Brier score "
+            f"{calibration['brier']:.3f}, log-loss {calibration['log_loss']:.3f}.") in loaded.text
+    point = seizure["operating_points"][0]
+    low, high = point["interval"]
+    assert (f"| 90% | {point['sensitivity']:.3f} ({low:.3f}-{high:.3f}) | {point['threshold']:.3f} | "
+            f"{point['specificity']:.3f} |") in loaded.text
+    assert f"**Temperature scaling**: T = {temperature['temperature']:.3f}" in loaded.text
+    assert "**All of these numbers come from synthetic videos**" in loaded.text

@@ -109,13 +109,18 @@ def test_predict_same_file_name_in_two_folders_and_the_csv(tmp_path, capsys):
         assert len(summary["timeline"]) == n
         lines = (out / f"{stem}.csv").read_text().splitlines()
         comments = [line for line in lines if line.startswith("#")]
+        familiarity = summary["familiarity"]
         assert comments == [f"# video: {video}", "# model: embedded demo model (gestures_hub/demo_model)",
-                            f"# label: {summary['label']}", f"# {DEMO_NOTICE}"]
+                            f"# label: {summary['label']}",
+                            # a test-pattern clip is nothing like the demo model's synthetic cohort
+                            f"# UNLIKE THE TRAINING DATA ({familiarity['unusual_fraction']:.0%} of snippets unusual, "
+                            f"threshold {familiarity['video_threshold']:.0%}): this prediction may mean nothing",
+                            f"# {DEMO_NOTICE}"]
         assert lines[:len(comments)] == comments  # comments come first
         rows = list(csv.reader(lines[len(comments):]))
-        assert rows[0] == ["start_time_s", "p_FOS", "p_TCS"]
+        assert rows[0] == ["start_time_s", "p_FOS", "p_TCS", "unusualness", "unusual"]
         assert len(rows) - 1 == n
-        values = np.array(rows[1:], dtype=float)
+        values = np.array(rows[1:], dtype=float)[:, :3]
         np.testing.assert_allclose(values[:, 0], np.arange(n) * FRAMES_PER_SNIPPET / FPS, atol=5e-4)  # "%.3f"
         # each probability is written with 5 decimals (error <= 5e-6 each), the pair sums to 1 in float32
         np.testing.assert_allclose(values[:, 1:].sum(axis=1), 1.0, atol=2e-5)

@@ -13,14 +13,13 @@ from pathlib import Path
 import httpx2
 import pytest
 from cards_fixtures import make_cv_metrics, save_tiny_model, training_args, write_features
+from helpers import UNIT_FILES
 from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi, ModelCard
 
 import gestures_hub.hub as hub
 from gestures_hub.cli import main
 from gestures_hub.hub import PushRefused, push_features, push_model
 
-UNIT_FILES = {"configuration_gestures.py", "modeling_gestures.py", "encoders.py", "aggregation.py", "video_reader.py",
-              "video_processing_gestures.py", "pipeline_gestures.py"}
 MODEL_FILES = {"README.md", "config.json", "video_preprocessor_config.json", "model.safetensors", *UNIT_FILES,
                "training_args.json", "cv_metrics.json"}
 FEATURE_FILES = {"README.md", "gestures_features.json", "data/train-00000.parquet", "data/train-00001.parquet"}

@@ -125,3 +125,64 @@ def test_seizure_level_consensus_on_a_hand_made_table():
     assert summary["middle_seizure"]["mean"]["accuracy"] == pytest.approx(3 / 4)
     with pytest.raises(ValueError, match="different labels"):
         seizure_consensus(["p", "p"], ["s", "s"], [0, 1], [0.5, 0.5])
+
+
+def test_summary_adds_intervals_calibration_and_operating_points_of_the_pooled_predictions():
+    from gestures_hub.calibration import calibration_metrics
+    from gestures_hub.intervals import Bootstrap
+    from gestures_hub.metrics import fold_metrics, summarize_folds
+
+    rng = np.random.default_rng(0)
+    folds = []
+    for fold in range(3):
+        patients = [f"p{fold}-{i // 2}" for i in range(20)]  # two views (one seizure) per patient
+        seizures = ["s"] * 20
+        labels = np.repeat(rng.integers(0, 2, 10), 2)
+        probabilities = {"middle": np.clip(0.25 + 0.5 * labels + rng.normal(0, 0.2, 20), 0.01, 0.99)}
+        folds.append({"fold": fold, "patients": patients, "seizures": seizures, "labels": labels,
+                      "probabilities": probabilities, **fold_metrics(patients, seizures, labels, probabilities)})
+    summary = summarize_folds(folds, Bootstrap(resamples=500, seed=0))
+    labels = np.concatenate([fold["labels"] for fold in folds])
+    scores = np.concatenate([fold["probabilities"]["middle"] for fold in folds])
+    assert summary["middle"]["calibration"] == calibration_metrics(labels, scores)
+    for name in ("middle", "middle_seizure"):
+        for metric in METRICS:
+            low, high = summary[name]["interval"][metric]
+            assert low <= summary[name]["pooled"][metric] <= high
+        assert [point["specificity_target"] for point in summary[name]["operating_points"]] == [0.9, 0.95]
+    assert sum(map(sum, summary["middle_seizure"]["pooled"]["confusion_matrix"])) == 30  # 30 patients, 1 seizure
+    assert "interval" not in summarize_folds(folds)["middle"]
+
+
+def test_patient_table_and_the_statistics_sections():
+    from gestures_hub.metrics import fold_metrics, format_estimate, patient_table, statistics_markdown, summarize_folds
+
+    # p1: seizure s1 (2 views, TCS, one view wrong; consensus 0.55 right), p2: s3 (FOS, both views right), s4 (FOS,
+    # one view, wrong)
+    patients = ["p1", "p1", "p2", "p2", "p2"]
+    seizures = ["s1", "s1", "s3", "s3", "s4"]
+    labels = [1, 1, 0, 0, 0]
+    probabilities = {"middle": [0.3, 0.8, 0.2, 0.1, 0.7]}
+    fold = {"fold": 0, "patients": patients, "seizures": seizures, "labels": labels, "probabilities": probabilities,
+            **fold_metrics(patients, seizures, labels, probabilities)}
+    rows = patient_table([fold])
+    assert rows == [
+        {"patient": "p1", "fold": "0", "seizures": 1, "labels": "TCS", "views": 2, "view_errors_middle": 1,
+         "seizure_errors_middle": 0, "mean_tcs_probability_middle": pytest.approx(0.55)},
+        {"patient": "p2", "fold": "0", "seizures": 2, "labels": "FOS", "views": 3, "view_errors_middle": 1,
+         "seizure_errors_middle": 1, "mean_tcs_probability_middle": pytest.approx(1 / 3)},
+    ]
+    assert format_estimate(0.94, [0.89, 0.98], digits=2) == "0.94 (0.89-0.98)" and format_estimate(0.5) == "0.500"
+    report = {"summary": summarize_folds([fold]), "patients": rows, "figures": {"roc": "roc.png"},
+              "temperature": {"temperature": 2.0, "evaluation": "middle", "at_bound": False, "models": ["final"],
+                              "before": {"log_loss": 0.9, "ece": 0.3, "brier": 0.25, "accuracy": 0.6},
+                              "after": {"log_loss": 0.6, "ece": 0.1, "brier": 0.2, "accuracy": 0.6}}}
+    text = "\n".join(statistics_markdown(report))
+    calibration = report["summary"]["middle"]["calibration"]
+    assert (f"| middle snippets | {calibration['ece']:.3f} | {calibration['brier']:.3f} | "
+            f"{calibration['log_loss']:.3f} |") in text
+    assert "T = 2.000" in text and "log-loss 0.900 -> 0.600" in text and "accuracy 0.600 -> 0.600" in text
+    # per view, 3 FOS views: 90 % specificity allows no false TCS, so above 0.7: threshold 0.8, 1 of the 2 TCS views
+    assert "| middle snippets | 90% | 0.500 | 0.800 | 1.000 |" in text
+    assert "![roc](roc.png)" in text
+    assert "0 of 2 patients have no misclassified view or seizure" in text and "| p2 | 0 | 2 | FOS | 3 |" in text

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 import torch
+from helpers import UNIT_FILES
 
 from gestures_hub import GesturesForVideoClassification
 from gestures_hub.model import UNIT_DIR
@@ -44,8 +45,6 @@ CASES = {
     "r2plus1d_18": lambda: {"pixel_values": torch.randn(1, 2, 3, 8, 32, 32)},
 }
 OVERRIDES = {"r2plus1d_18": {"image_size": 32}}
-UNIT_FILES = ["aggregation.py", "configuration_gestures.py", "encoders.py", "modeling_gestures.py",
-              "pipeline_gestures.py", "video_processing_gestures.py", "video_reader.py"]
 
 
 def load_elsewhere(source: str, inputs: dict, tmp_path, env: dict | None = None) -> dict:

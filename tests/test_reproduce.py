@@ -1,6 +1,7 @@
 """The stacked grid trainer is the single-model algorithm, batched; the grid writes the paper-shaped table."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,16 +12,15 @@ from helpers import noisy_dataset, write_features
 from gestures_hub import GesturesConfig, GesturesForVideoClassification
 from gestures_hub.reproduce import (
     ReproduceArguments,
-    StackedClassifier,
-    StackedLSTM,
     dense_probabilities,
     load_bank,
-    lstm_forward,
     plan_stacks,
     reproduce,
     train_stack,
 )
-from gestures_hub.train import FeatureBank, Run, SegmentSampler, fit
+from gestures_hub.stacked_model import StackedClassifier, StackedLSTM, lstm_forward
+from gestures_hub.train import Run, fit
+from gestures_hub.training_data import FeatureBank, SegmentSampler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,7 +95,7 @@ def test_reproduce_writes_the_60_setting_grid_with_seizure_level_results_and_the
     patients = [f"p{i // 2:02d}" for i in range(24)]  # two seizures per patient
     features = write_features(tmp_path / "f", sequences, [i % 2 for i in range(24)], patients=patients)
     options = ReproduceArguments(features=features, output_dir=str(tmp_path / "grid"), folds=3, epochs=2,
-                                 batch_size=8, hidden_size=4, workers=2)
+                                 batch_size=8, hidden_size=4, workers=2, bootstrap=200)
     assert options.gammas == [1.0, 1.25, 2.0, 4.0, "middle"] and options.segments == [2, 4, 8, 16]
     report = reproduce(options)
     table = (tmp_path / "grid" / "reproduce.md").read_text()
@@ -108,11 +108,16 @@ def test_reproduce_writes_the_60_setting_grid_with_seizure_level_results_and_the
             assert sum(fold["num_val"] for fold in entry["folds"]) == 24
             assert set(entry["summary"]) == {"middle", "middle_seizure", "dense", "dense_seizure"}
             assert sum(map(sum, entry["summary"]["middle_seizure"]["pooled"]["confusion_matrix"])) == 24
+            low, high = entry["summary"]["middle_seizure"]["interval"]["f1"]
+            assert low <= entry["summary"]["middle_seizure"]["pooled"]["f1"] <= high
+        assert grid["intervals"]["resamples"] == 200 and grid["intervals"]["confidence"] == 0.95
         comparison = grid["comparison"]
         assert comparison["comparisons"] == 59 and comparison["p_values"][comparison["best"]] is None
         assert all(0 <= p <= 1 for i, p in enumerate(comparison["p_values"]) if i != comparison["best"])
     assert table.count("| BLSTM | 16 | 1.25 |") == 2  # one row per protocol, the paper's near semi-elliptic jitter
     assert table.count("| best |") == 2 and "Seizures TP/TN/FP/FN" in table and "Mann-Whitney" in table
+    assert "Seizure F1 (pooled)" in table and "95% confidence interval: BCa bootstrap resampling patients" in table
+    assert re.search(r"\| \d\.\d{3} \(\d\.\d{3}-\d\.\d{3}\) \|", table)  # a pooled F1 with its interval
     assert "Seizure-wise 3-fold cross-validation" in table and "Patient-grouped stratified 3-fold" in table
 
 
@@ -161,4 +166,7 @@ def test_bfloat16_projections_train_like_float32(tmp_path):
         assert {value.dtype for value in result.model.params.values()} == {torch.float32}
     weights = [torch.randn(2, *shape) for shape in ((6, 16), (4, 16), (1, 16))]  # 2 models, 6 features, hidden 4
     hidden, saved = lstm_forward(torch.randn(2, 5, 3, 6).bfloat16(), *weights, keep=True)
-    assert hidden.dtype == torch.float32 and {state.dtype for state in saved} == {torch.float32}
+    assert hidden.dtype == torch.float32 and len(saved) == 5
+    for gates, cell, tanh_cell, state, product_input in saved:  # only the recurrent product's input is bfloat16
+        assert {gates.dtype, cell.dtype, tanh_cell.dtype, state.dtype} == {torch.float32}
+        assert product_input.dtype == torch.bfloat16

@@ -46,6 +46,7 @@ def test_analyse_returns_label_timeline_and_deletes_the_upload(server: SpaceServ
     assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/")
     assert f"Prediction: {label['label']}" in details and "snippets" in details
     assert "DEMO model" in details and "synthetic" in details
+    assert "UNLIKE THE TRAINING DATA" not in details  # a video of the kind the demo model was trained on
     assert not _cached(server, video.name), "the upload must be deleted after the request"
 
 
@@ -86,3 +87,15 @@ def test_examples_are_kept_and_served(server: SpaceServer, client: Client) -> No
         assert f"Ground truth of this synthetic example: **{truth}**" in details
         assert "GESTURES demo model (compact R(2+1)D encoder, BLSTM aggregator" in details
     assert _cached(server, examples[0].name), "an example's cached copy must survive its request"
+
+
+def test_a_video_unlike_the_training_data_is_flagged_on_the_result(server: SpaceServer, client: Client,
+                                                                   tmp_path: Path) -> None:
+    from gestures_hub.sample_videos import write_test_video
+
+    video = write_test_video(tmp_path / "space_unlike_shapes.mp4", duration=4.5, fps=15, size=(96, 72), crf=23,
+                             pattern="shapes", seed=1)
+    _, _, details = client.predict(handle_file(str(video)), api_name="/analyse")
+    assert "UNLIKE THE TRAINING DATA" in details and "has not seen videos like this one" in details
+    assert "calibrated" not in details  # the demo model has no temperature
+    assert not _cached(server, video.name)

@@ -25,20 +25,11 @@ from transformers import AutoModelForVideoClassification
 from gestures_hub import GesturesConfig, GesturesForVideoClassification
 from gestures_hub import train as train_module
 from gestures_hub.cli import build_parser
+from gestures_hub.losses import loss_norms, loss_weights, sample_losses, timeline_losses
 from gestures_hub.model import detect_spread
 from gestures_hub.sampling import segment_indices, segment_ranges
-from gestures_hub.train import (
-    FeatureBank,
-    Run,
-    SegmentSampler,
-    TrainingArguments,
-    attach_encoder,
-    epoch_draws,
-    loss_norms,
-    loss_weights,
-    sample_losses,
-    train,
-)
+from gestures_hub.train import Run, TrainingArguments, attach_encoder, train
+from gestures_hub.training_data import FeatureBank, SegmentSampler, epoch_draws
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -97,7 +88,7 @@ def test_timeline_losses_weigh_videos_like_the_seizure_loss():
     torch.manual_seed(0)
     snippet_logits, targets = torch.randn(3, 4, 2), torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]])
     known, norms = torch.tensor([True, True, False]), torch.tensor([2.0, 0.5, 3.0])
-    terms = train_module.timeline_losses(snippet_logits, targets, known, norms)
+    terms = timeline_losses(snippet_logits, targets, known, norms)
     for video in range(2):
         assert float(terms[video]) == pytest.approx(float(norms[video] * F.cross_entropy(snippet_logits[video],
                                                                                           targets[video])), rel=1e-6)
@@ -244,7 +235,7 @@ def test_cross_validation_outputs_and_reload(tmp_path):
         for name in ("middle", "dense"):
             assert set(fold[name]) == {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc",
                                        "confusion_matrix"}
-    assert set(saved["summary"]["middle"]) == {"mean", "std", "pooled"}
+    assert set(saved["summary"]["middle"]) == {"mean", "std", "pooled", "interval", "calibration", "operating_points"}
     assert "| middle snippets, pooled |" in (out / "metrics.md").read_text()
     assert len((out / "fold-0" / "log.csv").read_text().splitlines()) == 1 + 4
     assert (out / "fold-0" / "checkpoint" / "trainer_state.json").is_file()

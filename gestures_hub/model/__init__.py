@@ -11,8 +11,10 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification, AutoVideoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .configuration_gestures import SYNTHETIC_NOTICE, GesturesConfig
+from .configuration_gestures import SYNTHETIC_NOTICE, GesturesConfig, GesturesEnsembleConfig, config_from_pretrained
 from .modeling_gestures import (
+    GesturesEnsembleClassifierOutput,
+    GesturesEnsembleForVideoClassification,
     GesturesForVideoClassification,
     GesturesModel,
     GesturesModelOutput,
@@ -33,9 +35,16 @@ AutoConfig.register(GesturesConfig.model_type, GesturesConfig, exist_ok=True)
 AutoModel.register(GesturesConfig, GesturesModel, exist_ok=True)
 AutoModelForVideoClassification.register(GesturesConfig, GesturesForVideoClassification, exist_ok=True)
 AutoVideoProcessor.register(GesturesConfig, GesturesVideoProcessor, exist_ok=True)
+AutoConfig.register(GesturesEnsembleConfig.model_type, GesturesEnsembleConfig, exist_ok=True)
+AutoModel.register(GesturesEnsembleConfig, GesturesEnsembleForVideoClassification, exist_ok=True)
+AutoModelForVideoClassification.register(GesturesEnsembleConfig, GesturesEnsembleForVideoClassification,
+                                         exist_ok=True)
+AutoVideoProcessor.register(GesturesEnsembleConfig, GesturesVideoProcessor, exist_ok=True)
 GesturesConfig.register_for_auto_class()
+GesturesEnsembleConfig.register_for_auto_class()
 GesturesModel.register_for_auto_class("AutoModel")
 GesturesForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
+GesturesEnsembleForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
 GesturesVideoProcessor.register_for_auto_class()
 PIPELINE_REGISTRY.register_pipeline(PIPELINE_NAME, pipeline_class=GesturesVideoClassificationPipeline,
                                     pt_model=AutoModelForVideoClassification, type="video")
@@ -46,6 +55,9 @@ __all__ = [
     "SYNTHETIC_NOTICE",
     "UNIT_DIR",
     "GesturesConfig",
+    "GesturesEnsembleClassifierOutput",
+    "GesturesEnsembleConfig",
+    "GesturesEnsembleForVideoClassification",
     "GesturesForVideoClassification",
     "GesturesModel",
     "GesturesModelOutput",
@@ -54,5 +66,6 @@ __all__ = [
     "GesturesVideoClassifierOutput",
     "GesturesVideoProcessor",
     "SnippetStream",
+    "config_from_pretrained",
     "detect_spread",
 ]

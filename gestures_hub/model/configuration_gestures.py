@@ -7,6 +7,8 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from .familiarity import FeatureSummary
+
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
@@ -79,6 +81,15 @@ class GesturesConfig(PretrainedConfig):
         trained_on_synthetic_data (`bool`, *optional*, defaults to `False`):
             The weights were trained on the package's synthetic videos only (a demo, not for clinical use). It travels
             with the model (save, push, Hub load), and predictions, the pipeline, the Space and the card say so.
+        temperature (`float`, *optional*, defaults to 1.0):
+            Temperature scaling of the classifier: the model's `logits` and `snippet_logits` are the classifier's
+            outputs divided by it, so their softmax gives calibrated probabilities (the pipeline, `gestures predict`
+            and the Space use them and say "calibrated"). 1.0 means uncalibrated; training fits it on out-of-fold
+            predictions. It changes probabilities, never the predicted class. Must be positive.
+        feature_summary (`dict`, *optional*):
+            A compact summary of the training snippet features (mean, principal directions and variances, and
+            thresholds from training quantiles; see `familiarity.py`). With it, the pipeline flags videos unlike the
+            training data (`unfamiliar`); without it (older models) it reports that this is not available.
         id2label / label2id:
             Class names; `{0: "FOS", 1: "TCS"}` by default.
     """
@@ -106,6 +117,8 @@ class GesturesConfig(PretrainedConfig):
         dropout: float = 0.0,
         class_weights: list[float] | None = None,
         trained_on_synthetic_data: bool = False,
+        temperature: float = 1.0,
+        feature_summary: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if encoder not in ENCODERS:
@@ -131,6 +144,8 @@ class GesturesConfig(PretrainedConfig):
             raise ValueError(f"frame_geometry must be one of {', '.join(FRAME_GEOMETRIES)}, got {frame_geometry!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature must be a positive number (1.0: uncalibrated), got {temperature!r}.")
         kwargs.setdefault("id2label", {0: "FOS", 1: "TCS"})
         if not kwargs.get("label2id"):
             kwargs["label2id"] = {name: int(index) for index, name in kwargs["id2label"].items()}
@@ -159,6 +174,10 @@ class GesturesConfig(PretrainedConfig):
         self.dropout = dropout
         self.class_weights = class_weights
         self.trained_on_synthetic_data = bool(trained_on_synthetic_data)
+        self.temperature = float(temperature)
+        if feature_summary is not None:
+            FeatureSummary.from_dict(feature_summary, self.feature_dim)  # fails early, naming what is wrong
+        self.feature_summary = feature_summary
         self.drop_unfit_class_weights()
 
     def drop_unfit_class_weights(self) -> None:
@@ -174,10 +193,66 @@ class GesturesConfig(PretrainedConfig):
         """The demo notice for models trained on synthetic data, else None."""
         return SYNTHETIC_NOTICE if self.trained_on_synthetic_data else None
 
+    def _get_generation_parameters(self) -> dict[str, Any]:
+        """transformers refuses to save a config holding generation parameters such as `temperature`; here it is the
+        calibration temperature of a classifier that never generates, so it is not one."""
+        return {key: value for key, value in super()._get_generation_parameters().items() if key != "temperature"}
+
+    @property
+    def calibrated(self) -> bool:
+        """The probabilities are temperature-scaled (``temperature`` is not 1)."""
+        return self.temperature != 1.0
+
     @property
     def snippet_duration(self) -> float:
         """Seconds covered by one snippet."""
         return self.frames_per_snippet / self.fps
+
+
+class GesturesEnsembleConfig(GesturesConfig):
+    r"""Configuration of a GESTURES fold ensemble: one snippet encoder and `num_members` heads (aggregator +
+    classifier, e.g. the best model of each cross-validation fold) that all read its features; the ensemble's
+    probability is the mean of the members' (temperature-scaled) probabilities.
+
+    Args:
+        num_members (`int`, *optional*, defaults to 2):
+            How many heads (at least 2).
+        member_sources (`list[str]`, *optional*):
+            Where each member came from (e.g. `fold-0/best`); informative.
+        All other arguments as in [`GesturesConfig`]; the head arguments (`aggregation`, `hidden_size`, `num_layers`,
+        ...) are every member's, and `temperature` divides every member's logits.
+    """
+
+    model_type = "gestures_ensemble"
+
+    def __init__(self, num_members: int = 2, member_sources: list[str] | None = None, **kwargs: Any) -> None:
+        if isinstance(num_members, bool) or not isinstance(num_members, int) or num_members < 2:
+            raise ValueError(f"num_members must be an integer >= 2 (an ensemble of one is a model), got "
+                             f"{num_members!r}.")
+        if member_sources is not None and len(member_sources) != num_members:
+            raise ValueError(f"member_sources names {len(member_sources)} members, num_members is {num_members}.")
+        super().__init__(**kwargs)
+        self.num_members = num_members
+        self.member_sources = list(member_sources) if member_sources is not None else None
+
+    def member_config(self) -> GesturesConfig:
+        """The configuration of one member: the head of this config on precomputed features (encoder `"none"`)."""
+        return GesturesConfig(
+            encoder="none", feature_dim=self.feature_dim, frames_per_snippet=self.frames_per_snippet, fps=self.fps,
+            image_size=self.image_size, frame_geometry=self.frame_geometry, num_segments=self.num_segments,
+            gamma=self.gamma, aggregation=self.aggregation, hidden_size=self.hidden_size, num_layers=self.num_layers,
+            dropout=self.dropout, trained_on_synthetic_data=self.trained_on_synthetic_data, id2label=self.id2label,
+            label2id=self.label2id,
+        )
+
+
+CONFIG_CLASSES = {config_class.model_type: config_class for config_class in (GesturesConfig, GesturesEnsembleConfig)}
+
+
+def config_from_pretrained(name_or_path: Any, **kwargs: Any) -> GesturesConfig:
+    """The config of a saved GESTURES model or ensemble (a folder or Hub id), of the class its `model_type` names."""
+    config_dict, _ = PretrainedConfig.get_config_dict(name_or_path, **kwargs)
+    return CONFIG_CLASSES.get(config_dict.get("model_type"), GesturesConfig).from_pretrained(name_or_path, **kwargs)
 
 
 def _default_feature_dim(encoder: str, encoder_config: dict[str, Any] | None) -> int:

@@ -16,6 +16,7 @@ import torch
 from transformers import Pipeline
 from transformers.utils import logging
 
+from .familiarity import UNAVAILABLE, assess
 from .video_processing_gestures import GesturesVideoProcessor
 
 logger = logging.get_logger(__name__)
@@ -65,7 +66,13 @@ class GesturesVideoClassificationPipeline(Pipeline):
             stacked RNNs, which have none), `spread_time` (s, see `detect_spread`; None unless the video is classified
             TCS), `duration` (s), `damage` (what decoding found wrong with the file, in words: skipped packets,
             corrupt frames, timestamp jumps, less decoded than announced; empty for an intact video),
-            `trained_on_synthetic_data` and `notice` (the demo notice, or None).
+            `trained_on_synthetic_data` and `notice` (the demo notice, or None), `calibrated` and `temperature`
+            (the probabilities are temperature-scaled when `calibrated`: `config.temperature` is not 1),
+            `unfamiliar` (the video is unlike the training data, see `familiarity.py`; None when the model has no
+            `feature_summary`), `familiarity` (`available`, and when it is the fraction of unusual snippets and the
+            thresholds; else a `note` saying why not) and `snippet_unusualness` (per snippet, or None), and for a fold
+            ensemble `ensemble`: `num_members`, `member_scores` (each member's probabilities), `std` (their standard
+            deviation per label) and `snippet_std` (per label, per snippet); None for a single model.
         stride (`int`, *optional*): frames between snippet starts (default: the processor's).
         video_fps (`float`, *optional*): frame rate of caller-decoded frames (default: the model's).
     `batch_size` is the number of snippets encoded at once; `device` and `dtype` work as for every pipeline.
@@ -112,12 +119,16 @@ class GesturesVideoClassificationPipeline(Pipeline):
         features, times = [], []
         for batch in stream:
             pixels = batch.pixel_values.to(self.device, dtype=self.model.dtype, non_blocking=True)
-            features.append(self.model.gestures.encode_snippets(pixels))
+            features.append(self.model.encode_snippets(pixels))
             times.append(batch.start_times)
-        out = self.model(snippet_features=torch.cat(features)[None])
-        return {"logits": out.logits[0].float(), "snippet_logits": None if out.snippet_logits is None
-                else out.snippet_logits[0].float(), "snippet_times": torch.cat(times), "duration": stream.duration,
-                "damage": stream.report.problems()}
+        snippet_features = torch.cat(features)
+        out = self.model(snippet_features=snippet_features[None])
+        first = {name: None if getattr(out, name, None) is None else getattr(out, name)[0].float()
+                 for name in ("logits", "snippet_logits", "member_logits", "probability_std",
+                              "snippet_probability_std")}
+        return {**first, "snippet_times": torch.cat(times), "duration": stream.duration,
+                "damage": stream.report.problems(),
+                "familiarity": assess(self.model.config.feature_summary, snippet_features.float().cpu().numpy())}
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None,
                     return_timeline: bool = False) -> list[dict[str, Any]] | dict[str, Any]:
@@ -136,6 +147,7 @@ class GesturesVideoClassificationPipeline(Pipeline):
         spread = None
         if label == "TCS" and snippet_logits is not None:
             spread = detect_spread(times, snippet[:, labels.index("TCS")])
+        familiarity = model_outputs["familiarity"]
         return {
             "scores": scores,
             "label": label,
@@ -146,7 +158,29 @@ class GesturesVideoClassificationPipeline(Pipeline):
             "damage": model_outputs["damage"],
             "trained_on_synthetic_data": bool(config.trained_on_synthetic_data),
             "notice": config.notice,
+            "calibrated": config.calibrated,
+            "temperature": config.temperature,
+            "unfamiliar": None if familiarity is None else familiarity.unfamiliar,
+            "familiarity": dict(UNAVAILABLE) if familiarity is None else familiarity.to_dict(),
+            "snippet_unusualness": None if familiarity is None else familiarity.scores.tolist(),
+            "ensemble": _ensemble_summary(model_outputs, labels),
         }
+
+
+def _ensemble_summary(model_outputs: dict[str, Any], labels: list[str]) -> dict[str, Any] | None:
+    """The members' probabilities and their spread, for a fold ensemble (None for a single model)."""
+    member_logits = model_outputs["member_logits"]
+    if member_logits is None:
+        return None
+    members = member_logits.softmax(-1).numpy()
+    snippet_std = model_outputs["snippet_probability_std"]
+    return {
+        "num_members": len(members),
+        "member_scores": [{name: float(row[i]) for i, name in enumerate(labels)} for row in members],
+        "std": {name: float(model_outputs["probability_std"][i]) for i, name in enumerate(labels)},
+        "snippet_std": None if snippet_std is None else {name: snippet_std[:, i].tolist()
+                                                         for i, name in enumerate(labels)},
+    }
 
 
 __all__ = ["GesturesVideoClassificationPipeline", "detect_spread", "PIPELINE_TASK"]

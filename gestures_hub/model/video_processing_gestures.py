@@ -18,7 +18,7 @@ import torch
 from transformers.image_processing_utils import BatchFeature
 from transformers.video_processing_utils import BaseVideoProcessor
 
-from .configuration_gestures import GesturesConfig
+from .configuration_gestures import GesturesConfig, config_from_pretrained
 from .video_reader import (
     DecodeReport,
     SnippetBatch,
@@ -91,7 +91,7 @@ class GesturesVideoProcessor(BaseVideoProcessor):
         hub = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         processor_dict, rest = cls.get_video_processor_dict(pretrained_model_name_or_path, **kwargs)
         if not isinstance(config, GesturesConfig):
-            config = GesturesConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+            config = config_from_pretrained(pretrained_model_name_or_path, **hub)
         overrides = {key: rest[key] for key in ("stride", "batch_size") if key in rest}
         return cls(config=config, **{**processor_dict, **overrides})
 

@@ -15,6 +15,8 @@ Damaged timestamps (:func:`_retime`) never stretch a video: a step between conse
 closed by starting the frame when the previous one ends (at ``1 / fps`` if its duration is absurd too); later frames
 keep that shift. Decoding stops ``DURATION_MARGIN`` s past the duration the container announces. What decoding found
 is a :class:`DecodeReport`.
+
+Decoding time ranges of a video apart, in parallel, with identical frames: :mod:`.video_ranges`.
 """
 
 from __future__ import annotations
@@ -27,14 +29,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import av
 import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-from .configuration_gestures import CROP_FRACTION, FRAME_GEOMETRIES, KINETICS_MEAN, KINETICS_STD
+from .configuration_gestures import KINETICS_MEAN, KINETICS_STD
+from .frame_geometry import square_frame
+
+if TYPE_CHECKING:
+    from .video_ranges import FrameRange
 
 TIME_EPS = 1e-3
 """Seconds of slack when comparing timestamps (source timestamps are rounded to their time base)."""
@@ -170,21 +176,47 @@ def probe_video(path: str | Path, *, min_duration: float = 0.0) -> VideoInfo:
 
 
 def iter_frames(
-    path: str | Path, *, fps: float, size: int, geometry: str = "center_crop", report: DecodeReport | None = None
+    path: str | Path, *, fps: float, size: int, geometry: str = "center_crop", report: DecodeReport | None = None,
+    frame_range: FrameRange | None = None, threads: int = 0,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(time, frame)``: frames resampled to ``fps`` (see the module docstring for the rule) and made
-    ``size`` x ``size`` squares by ``geometry`` (:func:`square_frame`), as uint8 RGB ``(size, size, 3)`` arrays.
+    ``size`` x ``size`` squares by ``geometry`` (:func:`~.frame_geometry.square_frame`), as uint8 RGB
+    ``(size, size, 3)`` arrays.
 
     Raises ``VideoError`` for unusable files; warns with ``VideoWarning`` if only part could be decoded or the video
     is damaged. ``report`` (if given) is filled as decoding goes: complete once the frames are exhausted.
+    ``frame_range`` (a :class:`~.video_ranges.FrameRange`): only those frames, decoded from the keyframe before them,
+    identical to a whole decode's; their report counts the range's own source frames and never warns; raises
+    :class:`~.video_ranges.RangeUnsafe` where the identity cannot be promised. ``threads``: decoder threads (0:
+    FFmpeg's choice).
     """
     if not fps > 0 or size < 1:
         raise ValueError(f"fps and size must be positive, got fps={fps!r}, size={size!r}.")
+    report = DecodeReport() if report is None else report
     with _open(path) as container:
         info = _describe(container, path)
+        container.streams.video[0].thread_count = threads
         reformatter = VideoReformatter()
-        for time, frame in _resample(_decode(container, info, DecodeReport() if report is None else report), fps):
+        if frame_range is None:
+            frames = _resample(_decode(container, info, report), fps)
+        else:  # imported here: range decoding builds on this module's decoding
+            from .video_ranges import decode_range
+
+            frames = decode_range(container, info, fps, frame_range, report)
+        for time, frame in frames:
             yield time, square_frame(reformatter, frame, size, geometry)
+
+
+def damage_warning(report: DecodeReport) -> VideoWarning | None:
+    """The warning telling what ``report`` found, None for an intact video."""
+    problems = report.problems()
+    if not problems:
+        return None
+    return VideoWarning(
+        f"Video '{report.path}': {', '.join(problems)}; it is probably truncated or damaged. Results cover what "
+        "could be decoded; re-export the video to use all of it.",
+        report,
+    )
 
 
 def iter_array_frames(
@@ -426,13 +458,9 @@ def _decode(
         ) from error
     if not report.decoded_frames:
         raise VideoError(info.path, "no frame could be decoded", "The file is truncated or damaged; re-export it.")
-    problems = report.problems()
-    if problems:
-        warnings.warn(VideoWarning(
-            f"Video '{info.path}': {', '.join(problems)}; it is probably truncated or damaged. Results cover what "
-            "could be decoded; re-export the video to use all of it.",
-            report,
-        ), stacklevel=2)
+    warning = damage_warning(report)
+    if warning is not None:
+        warnings.warn(warning, stacklevel=2)
 
 
 def _frames(
@@ -451,9 +479,11 @@ def _frames(
 
 
 def _retime(
-    frames: Iterable[tuple[float | None, float | None, T]], fps: float, limit: float, report: DecodeReport
+    frames: Iterable[tuple[float | None, float | None, T]], fps: float, limit: float, report: DecodeReport,
+    origin: float | None = None,
 ) -> Iterator[tuple[float, float, T]]:
-    """``(start, end, item)`` from decoded ``(time, duration, item)``, none starting ``limit`` s after the first.
+    """``(start, end, item)`` from decoded ``(time, duration, item)``, none starting ``limit`` s after the first
+    (``origin``, if given: the video's first frame, for a :class:`~.video_ranges.FrameRange`).
 
     A missing time continues from the previous end, a missing duration is the previous frame's; a small step back is
     clamped; a step longer than ``max(JUMP_SECONDS, JUMP_FRAMES / fps)``, forward or back, is a jump: the frame
@@ -468,7 +498,7 @@ def _retime(
     for time, length, item in frames:
         start = end if time is None else time - shift
         if previous is None:
-            first = start
+            first = start if origin is None else origin
         else:
             if abs(start - previous) > jump:
                 step = duration if duration <= jump else interval
@@ -489,17 +519,22 @@ def _retime(
         yield start, end, item
 
 
-def _resample(frames: Iterable[tuple[float, float, T]], fps: float) -> Iterator[tuple[float, T]]:
-    """Sample-and-hold ``(start, end, item)`` at ``k / fps`` s after the first start (module docstring).
+def _resample(
+    frames: Iterable[tuple[float, float, T]], fps: float, origin: float | None = None, first: int = 0
+) -> Iterator[tuple[float, T]]:
+    """Sample-and-hold ``(start, end, item)`` at ``k / fps`` s after the first start (module docstring), or after
+    ``origin`` from ``k = first`` on (for a :class:`~.video_ranges.FrameRange`: the first item is not later than
+    ``first / fps``).
 
     Items must not be None.
     """
-    k = 0
-    origin = end = 0.0
+    k = first
+    start_of_video = origin
+    end = 0.0
     held: T | None = None
     for start, stop, item in frames:
         if held is None:
-            origin = start
+            origin = start if start_of_video is None else start_of_video
         while held is not None and k / fps < start - origin - TIME_EPS:
             yield k / fps, held
             k += 1
@@ -507,49 +542,6 @@ def _resample(frames: Iterable[tuple[float, float, T]], fps: float) -> Iterator[
     while held is not None and k / fps < end - origin - TIME_EPS:
         yield k / fps, held
         k += 1
-
-
-def square_frame(reformatter: VideoReformatter, frame: av.VideoFrame, size: int, geometry: str) -> np.ndarray:
-    """One frame as an upright (display rotation applied, e.g. of phone videos) uint8 RGB ``(size, size, 3)`` square.
-
-    - ``"crop_and_pad"`` (the paper's): remove ``CROP_FRACTION`` (5 %) of the displayed columns from each side, pad
-      the shorter side with black to a square, resize to ``size`` (about 90 % of a 16:9 field of view is kept);
-    - ``"center_crop"``: resize so the shorter side is ``size``, keep the central square (about 56 % of 16:9).
-
-    The frame is resized once (area averaging) before cropping, so the crop and the padding fall on whole output
-    pixels: positions agree with the exact arithmetic to within one pixel.
-    """
-    if geometry not in FRAME_GEOMETRIES:
-        raise ValueError(f"geometry must be one of {', '.join(FRAME_GEOMETRIES)}, got {geometry!r}.")
-    turns = round(frame.rotation / 90) % 4  # counter-clockwise quarter turns to display the frame upright
-    shown_width, shown_height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
-    if geometry == "center_crop":
-        scale = size / min(shown_width, shown_height)
-        width, height = max(size, round(frame.width * scale)), max(size, round(frame.height * scale))
-    else:
-        margin = round(CROP_FRACTION * shown_width)
-        scale = size / max(shown_width - 2 * margin, shown_height)
-        width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
-    # one swscale thread: 30% faster than "auto" for such small outputs, and the decoder has the cores
-    rgb = reformatter.reformat(
-        frame, width=width, height=height, format="rgb24", interpolation="AREA", threads=1
-    ).to_ndarray()
-    if geometry == "center_crop":
-        return np.ascontiguousarray(np.rot90(_fit(rgb, size), turns))
-    upright = np.rot90(rgb, turns)
-    cut = round(margin * scale)
-    return _fit(upright[:, cut : upright.shape[1] - cut], size)
-
-
-def _fit(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop each side of ``rgb`` longer than ``size`` and pad each shorter one with black, centred."""
-    square = np.zeros((size, size, 3), dtype=np.uint8)
-    height, width = rgb.shape[:2]
-    rows, columns = min(height, size), min(width, size)
-    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
-    pad_top, pad_left = max(0, (size - height) // 2), max(0, (size - width) // 2)
-    square[pad_top : pad_top + rows, pad_left : pad_left + columns] = rgb[top : top + rows, left : left + columns]
-    return square
 
 
 def normalisation(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -601,9 +593,13 @@ def _snippet_batches(
     if starts:
         yield _batch(batch[: len(starts)], starts, fps)
     elif not produced:
-        raise VideoError(
-            path, f"fewer than {frames_per_snippet} frames could be decoded", "Use a longer or undamaged video."
-        )
+        raise too_short(path, frames_per_snippet)
+
+
+def too_short(path: str | Path, frames_per_snippet: int) -> VideoError:
+    """The error for a video that gave fewer frames than one snippet needs."""
+    return VideoError(path, f"fewer than {frames_per_snippet} frames could be decoded",
+                      "Use a longer or undamaged video.")
 
 
 def _batch(pixel_values: np.ndarray, starts: list[int], fps: float) -> SnippetBatch:

@@ -1,0 +1,289 @@
+"""The grid's batched models: ``M`` one-layer GESTURES classifiers (mean, LSTM or BLSTM) as stacked tensors.
+
+All models of one stack share an aggregation and a number of segments; their weights carry a leading model dimension,
+so one batched matrix product computes all of their recurrent steps. :class:`StackedLSTM` has a hand-written backward
+pass that leaves only a few elementwise operations and one small product per time step. Used by
+:mod:`gestures_hub.reproduce`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .arguments import GRID_AGGREGATIONS
+from .model.modeling_gestures import GesturesForVideoClassification
+
+
+def lstm_directions(aggregation: str) -> tuple[str, ...]:
+    return {"mean": (), "lstm": ("",), "blstm": ("", "_reverse")}[aggregation]
+
+
+def _gate_order(hidden_size: int) -> torch.Tensor:
+    """PyTorch's LSTM gate rows (i, f, g, o) reordered to (i, f, o, g): one sigmoid, then one tanh."""
+    i, f, g, o = torch.arange(4 * hidden_size).view(4, hidden_size)
+    return torch.cat([i, f, o, g])
+
+
+class Workspace:
+    """Large buffers reused from batch to batch, by name. A fresh CPU allocation above glibc's mmap threshold (32 MiB at
+    most) is new memory every time, and the page faults of its first writes cost more than the LSTM's elementwise
+    work on it."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def empty(self, name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """An uninitialised ``shape`` tensor in buffer ``name`` (grown when too small)."""
+        size = math.prod(shape)
+        buffer = self._buffers.get((name, dtype))
+        if buffer is None or buffer.numel() < size or buffer.device != device:
+            buffer = self._buffers[name, dtype] = torch.empty(size, dtype=dtype, device=device)
+        return buffer[:size].view(*shape)
+
+
+class StackedClassifier(nn.Module):
+    """``M`` feature-input GESTURES classifiers (mean, LSTM or BLSTM, one layer, no dropout) as stacked tensors.
+
+    Parameters are named after :class:`~gestures_hub.GesturesForVideoClassification`'s, with a leading model
+    dimension and matrices stored transposed (inputs on the left); LSTM gates are stored as (i, f, o, g).
+    """
+
+    def __init__(self, models: Sequence[GesturesForVideoClassification]) -> None:
+        super().__init__()
+        config = models[0].config
+        if config.aggregation not in GRID_AGGREGATIONS or config.num_layers != 1 or config.dropout:
+            raise ValueError("StackedClassifier supports one-layer mean/lstm/blstm classifiers without dropout.")
+        self.aggregation, self.hidden_size = config.aggregation, config.hidden_size
+        self.workspace = Workspace()
+        self.params = nn.ParameterDict({
+            _stacked_name(name): nn.Parameter(torch.stack([self._to_stacked(name, m.state_dict()[name])
+                                                           for m in models]))
+            for name in models[0].state_dict()
+        })
+
+    def _to_stacked(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        if ".rnn." in name:
+            tensor = tensor[_gate_order(self.hidden_size)]
+        return tensor[None].clone() if _is_bias(name) else tensor.T.contiguous()
+
+    def export(self, index: int) -> dict[str, torch.Tensor]:
+        """The state dict of model ``index`` in :class:`GesturesForVideoClassification`'s layout."""
+        state = {}
+        for stacked, tensor in self.params.items():
+            name = stacked.replace("__", ".")
+            tensor = tensor[index, 0] if _is_bias(name) else tensor[index].T
+            if ".rnn." in name:
+                tensor = tensor[torch.argsort(_gate_order(self.hidden_size))]
+            state[name] = tensor.detach().contiguous().clone()
+        return state
+
+    def __len__(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    def forward(self, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Logits ``(M, B, 2)`` of equally long snippet sequences ``table[rows]``: ``rows`` ``(M, B, T)`` are positions
+        in the ``(N, D)`` feature table. LSTM matrix products run in the table's dtype (float32 or bfloat16, with
+        float32 weights and everything else in float32); mean pooling needs a float32 table."""
+        models, batch, steps = rows.shape
+        if self.aggregation == "mean":
+            pooled = F.embedding_bag(rows.reshape(-1, steps), table, mode="mean").view(models, batch, -1)
+        else:
+            inputs = self.workspace.empty("inputs", (models, steps, batch, table.shape[1]), table.dtype, table.device)
+            torch.index_select(table, 0, rows.transpose(1, 2).flatten(), out=inputs.view(-1, table.shape[1]))
+            pooled = torch.cat([self._lstm(inputs, suffix) for suffix in lstm_directions(self.aggregation)], dim=-1)
+        return self.classify(pooled)
+
+    def classify(self, pooled: torch.Tensor, models: torch.Tensor | None = None) -> torch.Tensor:
+        """The classifier of each model (or of ``models``) on its ``(M, B, F)`` seizure representations."""
+        weight, bias = self.params["classifier__weight"], self.params["classifier__bias"]
+        return project(pooled, weight if models is None else weight[models], bias if models is None else bias[models])
+
+    def lstm_weights(self, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input weights, recurrent weights and summed biases of one LSTM direction (``""`` or ``"_reverse"``)."""
+        prefix = "gestures__aggregator__rnn__"
+        return (self.params[f"{prefix}weight_ih_l0{suffix}"], self.params[f"{prefix}weight_hh_l0{suffix}"],
+                self.params[f"{prefix}bias_ih_l0{suffix}"] + self.params[f"{prefix}bias_hh_l0{suffix}"])
+
+    def _lstm(self, inputs: torch.Tensor, suffix: str) -> torch.Tensor:
+        weights = self.lstm_weights(suffix)
+        if torch.is_grad_enabled():
+            return StackedLSTM.apply(inputs, *weights, bool(suffix), self.workspace)
+        return lstm_forward(inputs, *weights, reverse=bool(suffix), workspace=self.workspace)[0]
+
+
+def forward_step(inputs: torch.Tensor, recurrent: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One LSTM step's elementwise work for stacked models: from the input and recurrent parts of the pre-activations
+    ``(M, B, 4H)`` (gates i, f, o, g; in the matrix products' dtype) and the cell state ``(M, B, H)`` before the step
+    (zeros for the first), the gate activations ``(M, B, 4H)``, the new cell state, its tanh and the hidden state, all
+    in the cell's dtype (float32), and the hidden state in the recurrent part's dtype, for the next recurrent product.
+    tanh is computed as ``2 sigmoid(2x) - 1`` (one transcendental function for all gates: compiled, faster)."""
+    pre = (inputs.to(cell.dtype) + recurrent.to(cell.dtype)).unflatten(-1, (4, -1))
+    scale = torch.tensor([1.0, 1.0, 1.0, 2.0], dtype=cell.dtype, device=cell.device)[:, None]
+    gates = torch.sigmoid(pre * scale) * scale - (scale - 1)
+    in_gate, forget_gate, out_gate, candidate = gates.unbind(-2)
+    new_cell = in_gate * candidate + forget_gate * cell
+    tanh_cell = 2 * torch.sigmoid(2 * new_cell) - 1
+    hidden = out_gate * tanh_cell
+    return gates.flatten(-2), new_cell, tanh_cell, hidden, hidden.to(recurrent.dtype)
+
+
+def input_gates(inputs: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The input part of the pre-activations of time-major ``inputs`` ``(M, T, B, D)``, into ``out`` ``(M, T, B, 4H)``
+    in the inputs' dtype (bfloat16 products accumulate in float32 and are rounded once, as autocast's)."""
+    models, steps, batch, dim = inputs.shape
+    return torch.baddbmm(bias.to(inputs.dtype), inputs.reshape(models, steps * batch, dim), weight_ih.to(inputs.dtype),
+                         out=out.view(models, steps * batch, -1)).view(out.shape)
+
+
+def lstm_forward(inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias: torch.Tensor,
+                 reverse: bool = False, keep: bool = False,
+                 workspace: Workspace | None = None) -> tuple[torch.Tensor, list[tuple[torch.Tensor, ...]]]:
+    """Final hidden states ``(M, B, H)`` of one LSTM direction over time-major ``inputs`` ``(M, T, B, D)`` (matrix
+    products in the inputs' dtype, everything else in the weights'); with ``keep``, also every step's
+    :func:`forward_step` outputs, in time order. The input gates go to ``workspace`` (one buffer per direction)."""
+    models, steps, batch, _ = inputs.shape
+    gates = (workspace or Workspace()).empty(f"gates{int(reverse)}", (models, steps, batch, weight_ih.shape[-1]),
+                                             inputs.dtype, inputs.device)
+    input_gates(inputs, weight_ih, bias, gates)
+    weight_hh = weight_hh.to(inputs.dtype)
+    cell = torch.zeros(models, batch, weight_hh.shape[1], dtype=weight_ih.dtype, device=inputs.device)
+    recurrent = torch.zeros_like(gates[:, 0])
+    saved = [()] * steps
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    for number, step in enumerate(order):
+        outputs = fused("forward_step", forward_step)(gates[:, step], recurrent, cell)
+        cell, low = outputs[1], outputs[-1]
+        if keep:
+            saved[step] = outputs
+        if number < steps - 1:
+            recurrent = torch.bmm(low, weight_hh)
+    return outputs[3], saved
+
+
+def backward_step(gates: torch.Tensor, previous_cell: torch.Tensor, tanh_cell: torch.Tensor, grad_hidden: torch.Tensor,
+                  grad_cell: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the LSTM's backward pass: from the step's gate activations ``(M, B, 4H)`` (i, f, o, g), the cell
+    state before it, the tanh of the cell state after it and the gradients of its hidden and cell states, the
+    pre-activation gradients ``(M, B, 4H)`` in ``dtype`` (the recurrent and weight products') and the gradient of the
+    previous cell state. Elementwise only: :func:`fused` compiles it into one loop."""
+    in_gate, forget_gate, out_gate, candidate = gates.unflatten(-1, (4, -1)).unbind(-2)
+    grad_hidden = grad_hidden.to(tanh_cell.dtype)
+    cell = grad_cell + grad_hidden * out_gate * (1 - tanh_cell * tanh_cell)
+    grads = torch.stack([cell * candidate * in_gate * (1 - in_gate),
+                         cell * previous_cell * forget_gate * (1 - forget_gate),
+                         grad_hidden * tanh_cell * out_gate * (1 - out_gate),
+                         cell * in_gate * (1 - candidate * candidate)], dim=-2)
+    return grads.flatten(-2).to(dtype), cell * forget_gate
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def fused(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` (elementwise work: :func:`forward_step`, :func:`backward_step`) compiled by ``torch.compile``, once
+    per process for all shapes: inductor fuses it into one pass over memory, 2-3x faster than eager on a CPU. Eager
+    where compiling fails (e.g. no C++ compiler: with a warning) or with ``GESTURES_COMPILE=0``: the same math."""
+    if name not in _COMPILED:
+        _COMPILED[name] = function if os.environ.get("GESTURES_COMPILE", "1") == "0" else _FirstCall(name, function)
+    return _COMPILED[name]
+
+
+class _FirstCall:
+    """Compile on the first call; fall back to the eager function if that fails."""
+
+    def __init__(self, name: str, function: Callable[..., Any]) -> None:
+        self.name, self.function = name, function
+
+    def __call__(self, *args: Any) -> Any:
+        # inductor's C++ toolchain probe warns on every CPU-only machine that there is no CUDA runtime: not news here
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        compiled = torch.compile(self.function, dynamic=True)
+        try:
+            result = compiled(*args)
+        except Exception as error:  # noqa: BLE001 - any compiler failure: the eager function is the same math
+            message = str(error).splitlines()[0] if str(error) else ""
+            warnings.warn(f"torch.compile of {self.name} failed ({type(error).__name__}: {message}); running it "
+                          "eagerly (slower). Set GESTURES_COMPILE=0 to skip compiling.", RuntimeWarning, stacklevel=2)
+            _COMPILED[self.name] = self.function
+            return self.function(*args)
+        _COMPILED[self.name] = compiled
+        return result
+
+
+class StackedLSTM(torch.autograd.Function):
+    """:func:`lstm_forward` with a hand-written backward pass: one fused elementwise step (:func:`backward_step`) and
+    one small product per time step; the weight gradients of all steps come from one batched product each. Inputs get
+    no gradient."""
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias: torch.Tensor,
+                reverse: bool, workspace: Workspace | None = None) -> torch.Tensor:
+        hidden, saved = lstm_forward(inputs, weight_ih, weight_hh, bias, reverse, keep=True, workspace=workspace)
+        # per step: gate activations, cell state, its tanh, hidden state in the products' dtype
+        ctx.save_for_backward(inputs, weight_hh, *(tensor for step in saved for tensor in (*step[:3], step[4])))
+        ctx.reverse, ctx.workspace = reverse, workspace or Workspace()
+        return hidden
+
+    @staticmethod
+    def backward(ctx, grad_hidden: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        inputs, weight_hh, *saved = ctx.saved_tensors
+        gates, cells, tanh_cells, hiddens = (saved[part::4] for part in range(4))
+        models, steps, batch, _ = inputs.shape
+        dtype, low_dtype = weight_hh.dtype, inputs.dtype
+        weight_hh_t = weight_hh.to(low_dtype).transpose(1, 2)
+        # Step t's recurrent inputs are the states of the step before it in the forward order (zeros for the first).
+        first, shift = (steps - 1, 1) if ctx.reverse else (0, -1)
+        low = ctx.workspace.empty("grads", (models, steps, batch, gates[0].shape[-1]), low_dtype, inputs.device)
+        zeros = torch.zeros_like(cells[0])
+        grad_h, grad_c = grad_hidden, zeros
+        for step in range(steps) if ctx.reverse else range(steps - 1, -1, -1):
+            previous_cell = zeros if step == first else cells[step + shift]
+            step_grads, grad_c = fused("backward_step", backward_step)(gates[step], previous_cell, tanh_cells[step],
+                                                                        grad_h, grad_c, low_dtype)
+            low[:, step] = step_grads
+            if step != first:
+                grad_h = torch.bmm(step_grads, weight_hh_t)
+        flat = low.view(models, steps * batch, -1)
+        grad_ih = torch.bmm(inputs.reshape(models, steps * batch, -1).transpose(1, 2), flat)
+        # every step's recurrent input in time order, zeros for the first step (contiguous: no copy inside bmm)
+        nothing = [torch.zeros_like(hiddens[0])]
+        previous = torch.stack([*hiddens[1:], *nothing] if ctx.reverse else [*nothing, *hiddens[:-1]], 1)
+        grad_hh = torch.bmm(previous.view(models, steps * batch, -1).transpose(1, 2), flat)
+        ones = torch.ones(models, 1, steps * batch, dtype=low_dtype, device=inputs.device)
+        grad_bias = torch.bmm(ones, flat)  # a product, not sum(dtype=float32), which would copy the whole tensor
+        return None, grad_ih.to(dtype), grad_hh.to(dtype), grad_bias.to(dtype), None, None
+
+
+def _is_bias(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].startswith("bias")
+
+
+def _stacked_name(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def project(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """``inputs @ weight + bias`` per model: ``(M or 1, R, D) x (M, D, G) -> (M, R, G)``, computed in the inputs' dtype
+    (bfloat16 inputs: bfloat16 weights, float32 accumulation) and returned in the weights' (into ``out`` if given,
+    for ``M`` inputs)."""
+    dtype = weight.dtype
+    weight, bias = weight.to(inputs.dtype), bias.to(inputs.dtype)
+    if inputs.shape[0] == weight.shape[0]:
+        if out is None:
+            return torch.baddbmm(bias, inputs, weight).to(dtype)
+        if out.dtype == inputs.dtype:
+            return torch.baddbmm(bias, inputs, weight, out=out)
+        return out.copy_(torch.baddbmm(bias, inputs, weight))
+    models, dim, out = weight.shape
+    shared = inputs[0] @ weight.permute(1, 0, 2).reshape(dim, models * out)
+    return (shared.view(-1, models, out).transpose(0, 1) + bias).to(dtype)

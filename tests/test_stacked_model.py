@@ -1,0 +1,58 @@
+"""The grid's fused LSTM steps: compiled where possible, eager (same math) where compiling fails or is switched off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gestures_hub import stacked_model
+from gestures_hub.stacked_model import backward_step, forward_step, fused
+
+
+def test_a_failing_compiler_falls_back_to_the_same_function_with_a_warning(monkeypatch):
+    def broken_compile(function, **_):
+        def run(*args):
+            raise RuntimeError("no C++ compiler here\nsecond line")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.delenv("GESTURES_COMPILE", raising=False)
+    monkeypatch.setattr(stacked_model, "_COMPILED", {})
+    double = fused("double", lambda x: 2 * x)
+    with pytest.warns(RuntimeWarning, match=r"torch.compile of double failed \(RuntimeError: no C\+\+ compiler "
+                                            r"here\); running it eagerly \(slower\)\. Set GESTURES_COMPILE=0"):
+        assert double(torch.ones(2)).tolist() == [2.0, 2.0]
+    assert fused("double", None)(torch.ones(1)).tolist() == [2.0]  # no second attempt, no second warning
+
+
+def test_gestures_compile_0_keeps_the_eager_function(monkeypatch):
+    monkeypatch.setenv("GESTURES_COMPILE", "0")
+    monkeypatch.setattr(stacked_model, "_COMPILED", {})
+    assert fused("forward_step", forward_step) is forward_step
+
+
+def test_compiled_steps_equal_eager_steps_and_the_backward_step_is_the_gradient(monkeypatch):
+    monkeypatch.delenv("GESTURES_COMPILE", raising=False)
+    monkeypatch.setattr(stacked_model, "_COMPILED", {})
+    generator = torch.Generator().manual_seed(0)
+    inputs, recurrent = (3 * torch.randn(3, 5, 16, generator=generator) for _ in range(2))
+    cell = torch.randn(3, 5, 4, generator=generator)
+    compiled = fused("forward_step", forward_step)(inputs, recurrent, cell)
+    assert not isinstance(stacked_model._COMPILED["forward_step"], stacked_model._FirstCall)  # compiled, kept
+    for got, expected in zip(compiled, forward_step(inputs, recurrent, cell), strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+    gates, new_cell, tanh_cell, hidden, _ = compiled
+    i, f, o, g = (inputs + recurrent).split(4, -1)
+    torch.testing.assert_close(new_cell, torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g), atol=1e-6,
+                               rtol=1e-6)
+    torch.testing.assert_close(hidden, torch.sigmoid(o) * torch.tanh(new_cell), atol=1e-6, rtol=1e-6)
+    # backward_step against autograd through the same step
+    pre = (inputs + recurrent).requires_grad_()
+    cell_in = cell.clone().requires_grad_()
+    _, out_cell, _, out_hidden, _ = forward_step(pre, torch.zeros_like(pre), cell_in)
+    grad_hidden, grad_cell = torch.randn_like(out_hidden), torch.randn_like(out_cell)
+    torch.autograd.backward([out_hidden, out_cell], [grad_hidden, grad_cell])
+    step_grads, previous_cell_grad = fused("backward_step", backward_step)(gates, cell, tanh_cell, grad_hidden,
+                                                                           grad_cell, torch.float32)
+    torch.testing.assert_close(step_grads, pre.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(previous_cell_grad, cell_in.grad, atol=1e-5, rtol=1e-5)
