@@ -34,7 +34,7 @@ def extract(parser: argparse.ArgumentParser) -> None:
                                           "once and verified (default: the model's own weights)")
     parser.add_argument("--stride", type=int, help="frames between snippet starts (default: frames per snippet, "
                                                     "non-overlapping; 1 gives the paper's dense features)")
-    parser.add_argument("--batch-size", type=int, help="snippets per encoder call (default: 32 on a GPU, 1 on a CPU)")
+    parser.add_argument("--batch-size", type=int, help="snippets per encoder call (default: 32 on a GPU, 4 on a CPU)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the accelerator if there is one)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="autocast precision of the encoder (default: auto, bf16 where the hardware computes it "
