@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The README's test command (and what .ci/run runs): provide what the tests need beyond the Python packages, then run
-# the suite in the project's virtual environment. The Space's browser test drives Debian's Chromium (never
-# `playwright install`, which downloads a browser build of its own).
+# the suite in the project's virtual environment. System packages, with apt-get when missing: Debian's Chromium for
+# the Space's browser test (never `playwright install`, which downloads a browser build of its own), and a C++
+# compiler (g++), which torch.compile needs for the grid's fused LSTM steps (without one they run eagerly, slower).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null; then
-    echo "scripts/test.sh: installing Debian's chromium for the Space's browser test (apt-get)" >&2
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v g++ >/dev/null || missing+=(g++)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "scripts/test.sh: installing ${missing[*]} with apt-get (needed by the tests)" >&2
     as_root=()
     [ "$(id -u)" -eq 0 ] || as_root=(sudo)
     "${as_root[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 exec .venv/bin/python -m pytest -q "$@"
