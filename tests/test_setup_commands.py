@@ -22,17 +22,18 @@ def test_the_readme_gives_two_commands_and_ci_runs_the_second():
     assert ci[-1] == test  # exactly the README's test command, last
 
 
-def test_the_test_command_installs_chromium_where_it_is_absent(tmp_path):
-    """Run scripts/test.sh with a PATH that has no chromium and a stand-in apt-get (which 'installs' one): the script
-    asks apt-get for chromium, then runs pytest in the project's environment (here: collecting one small file)."""
+def test_the_test_command_installs_chromium_and_gxx_where_they_are_absent(tmp_path):
+    """Run scripts/test.sh with a PATH that has neither chromium nor g++ and a stand-in apt-get (which 'installs' what
+    it is asked for): the script asks apt-get for both, then runs pytest in the project's environment (here:
+    collecting one small file)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("dirname", "id", "chmod"):
         (bin_dir / tool).symlink_to(next(Path(d) / tool for d in ("/usr/bin", "/bin") if (Path(d) / tool).exists()))
     log = tmp_path / "apt-get.log"
     (bin_dir / "apt-get").write_text(f"#!/bin/bash\necho \"$@\" >> {log}\n"
-                                     f"if [ \"$1\" = install ]; then printf '#!/bin/bash\\n' > {bin_dir}/chromium; "
-                                     f"chmod +x {bin_dir}/chromium; fi\n")
+                                     f"if [ \"$1\" = install ]; then for tool in \"${{@:4}}\"; do "
+                                     f"printf '#!/bin/bash\\n' > {bin_dir}/$tool; chmod +x {bin_dir}/$tool; done; fi\n")
     (bin_dir / "apt-get").chmod(0o755)
     if os.getuid() != 0:  # as a user, the script asks sudo; the stand-in just runs the command
         (bin_dir / "sudo").write_text('#!/bin/bash\n"$@"\n')
@@ -41,6 +42,6 @@ def test_the_test_command_installs_chromium_where_it_is_absent(tmp_path):
                              "tests/test_splits.py"], cwd=tmp_path, env={**os.environ, "PATH": str(bin_dir)},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "installing Debian's chromium" in result.stderr
-    assert log.read_text().splitlines() == ["update -qq", "install -y -qq chromium"]
+    assert "installing chromium g++ with apt-get (needed by the tests)" in result.stderr
+    assert log.read_text().splitlines() == ["update -qq", "install -y -qq chromium g++"]
     assert "tests collected" in result.stdout or "test_splits.py" in result.stdout
