@@ -189,8 +189,8 @@ def choose_runtime(
     """The fastest faithful way to run ``encoder`` here, unless overridden.
 
     Autocast with :func:`auto_precision` (bfloat16 where the hardware computes it natively). CNN encoders use
-    ``channels_last_3d``, faster on CPU. Batches: 32 snippets on a GPU; 4 on a CPU (``benchmarks/extract.py``
-    compares them: r2plus1d_18 bf16 on 2 quiet cores, 7.2-8.1 video-s/s at batch 4, 6.4-6.7 at 1, 7.4-8.3 at 8).
+    ``channels_last_3d``, faster on CPU. Batches: 32 snippets on a GPU; 8 on a CPU (``benchmarks/extract.py``
+    compares them: r2plus1d_18 bf16 on 2 quiet cores, 7.4-8.3 video-s/s at batch 8, 7.2-8.1 at 4, 6.4-6.7 at 1).
     ``compile``: ``on``, ``off``, or ``auto`` (:func:`auto_compile`: on CUDA only).
     """
     resolved = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -201,7 +201,7 @@ def choose_runtime(
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}.")
     if compile not in COMPILE_MODES:
         raise ValueError(f"compile must be auto, on or off, got {compile!r}.")
-    default_batch = 32 if resolved.type == "cuda" else 4
+    default_batch = 32 if resolved.type == "cuda" else 8
     compiled = compile == "on" or compile == "auto" and auto_compile(resolved)
     return Runtime(resolved, dtypes[precision], encoder in CNN_ENCODERS, batch_size or default_batch, compiled)
 

@@ -202,7 +202,7 @@ def test_runtime_choice_and_overrides():
     cpu = choose_runtime("r2plus1d_18", "cpu")
     native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert cpu.dtype == (torch.bfloat16 if native_bf16 else None)
-    assert cpu.channels_last and cpu.batch_size == 4
+    assert cpu.channels_last and cpu.batch_size == 8
     assert not choose_runtime("videomae", "cpu").channels_last
     forced = choose_runtime("r3d_18", "cpu", "bf16", batch_size=2)
     assert (forced.dtype, forced.batch_size) == (torch.bfloat16, 2)
