@@ -52,6 +52,11 @@ def extract(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--range-seconds", type=float,
                         help="with decode workers, split videos into parts of about this many seconds decoded in "
                              "parallel (default: automatic, 30 s to 5 min); features are identical either way")
+    parser.add_argument("--decoder", default="auto", choices=("auto", "pyav", "torchcodec"),
+                        help="what decodes the videos: pyav (FFmpeg on the CPU), or torchcodec (pip install "
+                             "'gestures-hub[torchcodec]' and FFmpeg's libraries) on the encoder's device, in this "
+                             "process (so not with --decode-workers > 0); default: auto, torchcodec on a CUDA GPU if "
+                             "its frames of the first video match PyAV's within the stated tolerance, else pyav")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

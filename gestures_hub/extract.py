@@ -39,6 +39,7 @@ from .model import GesturesForVideoClassification, GesturesVideoProcessor
 from .model.video_reader import DecodeReport, VideoError, VideoWarning, normalisation, probe_video
 from .presets import load_model
 from .rank_split import RankPlan, clear_parts, extract_parts, join_parts, plan_ranks
+from .torchcodec_decode import choose_decoder, stream_snippets
 
 REQUIRED_COLUMNS = ("video", "patient", "seizure", "label")
 OPTIONAL_COLUMNS = ("view", "onset_bilateral", "synthetic")
@@ -89,6 +90,8 @@ class ExtractionReport:
     """Per shard found unreadable on resume (set aside, its videos extracted again), what was wrong."""
     split: dict[str, int] = field(default_factory=dict)
     """Per long video split across processes (``accelerate launch``) and joined, into how many parts."""
+    decoder: str = ""
+    """Which decoder read the videos, and why (:func:`~gestures_hub.torchcodec_decode.choose_decoder`)."""
 
 
 def read_manifest(path: str | Path, *, allow_outside_paths: bool = False) -> list[ManifestRow]:
@@ -217,11 +220,13 @@ class SnippetEncoder:
     """Runs a model's encoder on batches of snippets with a :class:`Runtime`; returns float32 CPU features.
 
     On CUDA: cuDNN autotuning, and uint8 frames (:meth:`submit`) go through pinned buffers, copied to the device
-    without blocking while the previous chunk computes; they are normalised on the device.
+    without blocking while the previous chunk computes; they are normalised on the device. ``decoder``: how
+    :meth:`video` reads a file, ``"pyav"`` (the model's video processor) or ``"torchcodec"`` (on the encoder's device).
     """
 
-    def __init__(self, model: GesturesForVideoClassification, runtime: Runtime) -> None:
+    def __init__(self, model: GesturesForVideoClassification, runtime: Runtime, decoder: str = "pyav") -> None:
         self.config = model.config
+        self.decoder = decoder
         self.processor = GesturesVideoProcessor(model.config)
         self.runtime = runtime
         self.model = model.gestures.to(runtime.device).eval()
@@ -315,9 +320,13 @@ class SnippetEncoder:
 
     def video(self, path: str | Path, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Features ``(n_snippets, feature_dim)`` and start times (s) of one whole video, read by the model's video
-        processor."""
+        processor (or, with the torchcodec decoder, the same snippets from :func:`stream_snippets`)."""
         features, starts = [], []
-        for batch in self.processor.stream(path, stride=stride, batch_size=self.runtime.batch_size):
+        batches = self.processor.stream(path, stride=stride, batch_size=self.runtime.batch_size) if (
+            self.decoder == "pyav") else stream_snippets(path, self.config, device=self.runtime.device,
+                                                         stride=stride or self.processor.snippet_stride,
+                                                         batch_size=self.runtime.batch_size)
+        for batch in batches:
             features.append(self(batch.pixel_values))
             starts.append(batch.start_times)
         return torch.cat(features).numpy(), torch.cat(starts).numpy().astype(np.float32)
@@ -339,6 +348,7 @@ def extract(
     allow_outside_paths: bool = False,
     decode_workers: int | None = None,
     range_seconds: float | None = None,
+    decoder: str = "auto",
 ) -> ExtractionReport:
     """Extract the features of every video of ``manifest`` into the dataset folder ``out`` (resumable).
 
@@ -347,6 +357,8 @@ def extract(
     ``decode_workers``: decoder processes (None: :func:`~gestures_hub.decode_workers.auto_decode_workers`; 0: decode
     in a thread of this process). ``range_seconds``: with workers, split videos into ranges of about that many
     seconds decoded in parallel (None: automatic, :func:`~gestures_hub.decode_workers.auto_range_seconds`).
+    ``decoder``: ``auto``, ``pyav`` or ``torchcodec`` (:func:`~gestures_hub.torchcodec_decode.choose_decoder`, checked
+    on the manifest's first video); torchcodec decodes in this process, on the encoder's device.
     """
     from accelerate import PartialState
 
@@ -359,6 +371,10 @@ def extract(
     runtime = choose_runtime(config.encoder, device or str(state.device), precision, batch_size, compile)
     if decode_workers is not None and decode_workers < 0:
         raise ValueError(f"decode_workers must be >= 0 (0: decode in this process), got {decode_workers}.")
+    decoder, why = choose_decoder(decoder, runtime.device, rows[0].path if rows else None, fps=config.fps,
+                                  size=config.image_size, geometry=config.frame_geometry, decode_workers=decode_workers)
+    if state.is_main_process:
+        print(f"gestures extract: decoder {decoder} ({why})", file=sys.stderr, flush=True)
     if not pretrained and state.is_main_process:
         _warn_random_weights(model)
     settings = FeatureSettings(
@@ -373,10 +389,10 @@ def extract(
         pretrained=pretrained,
         synthetic=any(row.synthetic for row in rows),
     )
-    encoder = SnippetEncoder(classifier, runtime)
+    encoder = SnippetEncoder(classifier, runtime, decoder)
     if batch_size is None:
         encoder.fit_batch_to_memory()
-    report = ExtractionReport()
+    report = ExtractionReport(decoder=f"{decoder}: {why}")
     with state.main_process_first():  # the main process writes the settings and clears stale temporary files
         writer = FeatureShardWriter(
             out, settings, videos_per_shard, rank=state.process_index, world_size=state.num_processes
@@ -388,14 +404,15 @@ def extract(
     report.skipped = [row.video for row in rows if row.video in writer.done]
     decode = DecodeSettings(config.fps, config.image_size, config.frame_geometry, config.frames_per_snippet,
                             settings.stride, chunk_snippets_for(encoder.runtime.batch_size, settings.stride))
-    workers = auto_decode_workers(runtime.device, decode.chunk_frames * config.image_size ** 2 * 3) if (
-        decode_workers is None) else decode_workers
+    workers = 0 if decoder == "torchcodec" else auto_decode_workers(
+        runtime.device, decode.chunk_frames * config.image_size ** 2 * 3) if decode_workers is None else decode_workers
     durations = [_duration(row) for row in todo] if state.num_processes > 1 else [None] * len(todo)
     plan = plan_ranks(durations, decode, state.process_index, state.num_processes, workers)
     mine = [todo[index] for index in plan.whole]
     with writer:
+        decoders = f"{workers} decoders" if decoder == "pyav" else f"{decoder} decoder"
         bar = tqdm(total=len(mine) + len(plan.parts), unit="video", disable=not progress or not
-                   state.is_local_main_process, desc=f"extract [{encoder.runtime.describe()}, {workers} decoders]")
+                   state.is_local_main_process, desc=f"extract [{encoder.runtime.describe()}, {decoders}]")
         if plan.split:  # first, so that the processes wait for each other only as long as their parts differ
             _extract_split(encoder, todo, plan, workers, decode, Path(out), writer, report, bar, state)
         if workers:
@@ -518,7 +535,7 @@ def _gather(report: ExtractionReport, state) -> ExtractionReport:
         return report
     from accelerate.utils import gather_object
 
-    merged = ExtractionReport(skipped=report.skipped)
+    merged = ExtractionReport(skipped=report.skipped, decoder=report.decoder)
     for part in gather_object([report]):
         merged.extracted += part.extracted
         merged.failures |= part.failures
@@ -575,7 +592,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, device=args.device, precision=args.precision, compile=args.compile,
             videos_per_shard=args.videos_per_shard, progress=not args.quiet,
             allow_outside_paths=args.allow_outside_paths, decode_workers=args.decode_workers,
-            range_seconds=args.range_seconds,
+            range_seconds=args.range_seconds, decoder=args.decoder,
         )
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

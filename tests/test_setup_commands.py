@@ -22,10 +22,10 @@ def test_the_readme_gives_two_commands_and_ci_runs_the_second():
     assert ci[-1] == test  # exactly the README's test command, last
 
 
-def test_the_test_command_installs_chromium_and_gxx_where_they_are_absent(tmp_path):
-    """Run scripts/test.sh with a PATH that has neither chromium nor g++ and a stand-in apt-get (which 'installs' what
-    it is asked for): the script asks apt-get for both, then runs pytest in the project's environment (here:
-    collecting one small file)."""
+def test_the_test_command_installs_chromium_gxx_and_ffmpeg_where_they_are_absent(tmp_path):
+    """Run scripts/test.sh with a PATH that has none of chromium, g++ and ffmpeg and a stand-in apt-get (which
+    'installs' what it is asked for): the script asks apt-get for all three, then runs pytest in the project's
+    environment (here: collecting one small file)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("dirname", "id", "chmod"):
@@ -42,6 +42,6 @@ def test_the_test_command_installs_chromium_and_gxx_where_they_are_absent(tmp_pa
                              "tests/test_splits.py"], cwd=tmp_path, env={**os.environ, "PATH": str(bin_dir)},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "installing chromium g++ with apt-get (needed by the tests)" in result.stderr
-    assert log.read_text().splitlines() == ["update -qq", "install -y -qq chromium g++"]
+    assert "installing chromium g++ ffmpeg with apt-get (needed by the tests)" in result.stderr
+    assert log.read_text().splitlines() == ["update -qq", "install -y -qq chromium g++ ffmpeg"]
     assert "tests collected" in result.stdout or "test_splits.py" in result.stdout

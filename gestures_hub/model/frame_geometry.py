@@ -20,17 +20,8 @@ def square_frame(reformatter: VideoReformatter, frame: av.VideoFrame, size: int,
     The frame is resized once (area averaging) before cropping, so the crop and the padding fall on whole output
     pixels: positions agree with the exact arithmetic to within one pixel.
     """
-    if geometry not in FRAME_GEOMETRIES:
-        raise ValueError(f"geometry must be one of {', '.join(FRAME_GEOMETRIES)}, got {geometry!r}.")
     turns = round(frame.rotation / 90) % 4  # counter-clockwise quarter turns to display the frame upright
-    shown_width, shown_height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
-    if geometry == "center_crop":
-        scale = size / min(shown_width, shown_height)
-        width, height = max(size, round(frame.width * scale)), max(size, round(frame.height * scale))
-    else:
-        margin = round(CROP_FRACTION * shown_width)
-        scale = size / max(shown_width - 2 * margin, shown_height)
-        width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+    width, height, cut = resized_layout(frame.width, frame.height, turns, size, geometry)
     # one swscale thread: 30% faster than "auto" for such small outputs, and the decoder has the cores
     rgb = reformatter.reformat(
         frame, width=width, height=height, format="rgb24", interpolation="AREA", threads=1
@@ -38,16 +29,33 @@ def square_frame(reformatter: VideoReformatter, frame: av.VideoFrame, size: int,
     if geometry == "center_crop":
         return np.ascontiguousarray(np.rot90(_fit(rgb, size), turns))
     upright = np.rot90(rgb, turns)
-    cut = round(margin * scale)
     return _fit(upright[:, cut : upright.shape[1] - cut], size)
+
+
+def resized_layout(width: int, height: int, turns: int, size: int, geometry: str) -> tuple[int, int, int]:
+    """How :func:`square_frame` shapes a frame stored ``width`` x ``height`` and shown after ``turns`` counter-clockwise
+    quarter turns: ``(width, height, cut)``, the size it is resized to (as stored) and the columns then cut off each
+    side of the upright resized frame (0 for ``"center_crop"``), before :func:`_fit` makes it a square."""
+    if geometry not in FRAME_GEOMETRIES:
+        raise ValueError(f"geometry must be one of {', '.join(FRAME_GEOMETRIES)}, got {geometry!r}.")
+    shown_width, shown_height = (height, width) if turns % 2 else (width, height)
+    if geometry == "center_crop":
+        scale = size / min(shown_width, shown_height)
+        return max(size, round(width * scale)), max(size, round(height * scale)), 0
+    margin = round(CROP_FRACTION * shown_width)
+    scale = size / max(shown_width - 2 * margin, shown_height)
+    return max(1, round(width * scale)), max(1, round(height * scale)), round(margin * scale)
+
+
+def fit_span(length: int, size: int) -> tuple[int, int, int]:
+    """Along one side of ``length`` pixels, what :func:`_fit` does: ``(first, count, pad)``, the first pixel kept, how
+    many are kept, and the black pixels put before them."""
+    return max(0, (length - size) // 2), min(length, size), max(0, (size - length) // 2)
 
 
 def _fit(rgb: np.ndarray, size: int) -> np.ndarray:
     """Centre-crop each side of ``rgb`` longer than ``size`` and pad each shorter one with black, centred."""
     square = np.zeros((size, size, 3), dtype=np.uint8)
-    height, width = rgb.shape[:2]
-    rows, columns = min(height, size), min(width, size)
-    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
-    pad_top, pad_left = max(0, (size - height) // 2), max(0, (size - width) // 2)
+    (top, rows, pad_top), (left, columns, pad_left) = (fit_span(length, size) for length in rgb.shape[:2])
     square[pad_top : pad_top + rows, pad_left : pad_left + columns] = rgb[top : top + rows, left : left + columns]
     return square
