@@ -2,8 +2,8 @@
 
 All models of one stack share an aggregation and a number of segments; their weights carry a leading model dimension,
 so one batched matrix product computes all of their recurrent steps. :class:`StackedLSTM` has a hand-written backward
-pass that leaves only a few elementwise operations and one small product per time step. Used by
-:mod:`gestures_hub.reproduce`.
+pass that leaves only a few elementwise operations and one small product per time step; :class:`StackedAdamW` updates
+the stack in one compiled pass per tensor. Used by :mod:`gestures_hub.reproduce`.
 """
 
 from __future__ import annotations
@@ -54,11 +54,16 @@ class StackedClassifier(nn.Module):
     """``M`` feature-input GESTURES classifiers (mean, LSTM or BLSTM, one layer, no dropout) as stacked tensors.
 
     Parameters are named after :class:`~gestures_hub.GesturesForVideoClassification`'s, with a leading model
-    dimension and matrices stored transposed (inputs on the left); LSTM gates are stored as (i, f, o, g).
+    dimension and matrices stored transposed (inputs on the left); LSTM gates are stored as (i, f, o, g). They stay
+    float32; with a lower ``dtype`` for the LSTM's matrix products (bfloat16), the LSTM matrices are used through
+    copies in that dtype (:meth:`product_weight`), which receive the products' gradients in that dtype and which
+    :class:`StackedAdamW` rewrites as it updates the weights: no per-step conversion passes over the largest tensors.
     """
 
-    def __init__(self, models: Sequence[GesturesForVideoClassification]) -> None:
+    def __init__(self, models: Sequence[GesturesForVideoClassification], dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
+        self.dtype = dtype
+        self._copies: dict[str, tuple[int, torch.Tensor]] = {}  # name: (the weight's version when copied, the copy)
         config = models[0].config
         if config.aggregation not in GRID_AGGREGATIONS or config.num_layers != 1 or config.dropout:
             raise ValueError("StackedClassifier supports one-layer mean/lstm/blstm classifiers without dropout.")
@@ -108,10 +113,33 @@ class StackedClassifier(nn.Module):
         return project(pooled, weight if models is None else weight[models], bias if models is None else bias[models])
 
     def lstm_weights(self, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Input weights, recurrent weights and summed biases of one LSTM direction (``""`` or ``"_reverse"``)."""
+        """Input weights, recurrent weights (both in the products' dtype, :meth:`product_weight`) and summed float32
+        biases of one LSTM direction (``""`` or ``"_reverse"``)."""
         prefix = "gestures__aggregator__rnn__"
-        return (self.params[f"{prefix}weight_ih_l0{suffix}"], self.params[f"{prefix}weight_hh_l0{suffix}"],
+        return (self.product_weight(f"{prefix}weight_ih_l0{suffix}"),
+                self.product_weight(f"{prefix}weight_hh_l0{suffix}"),
                 self.params[f"{prefix}bias_ih_l0{suffix}"] + self.params[f"{prefix}bias_hh_l0{suffix}"])
+
+    def product_weight(self, name: str) -> torch.Tensor:
+        """Weight ``name`` in the products' dtype: the parameter itself, or its copy in ``dtype``, a leaf tensor that
+        autograd gives its gradient to. The copy is made again whenever the parameter changed other than through
+        :class:`StackedAdamW` (e.g. loading the best epoch's weights)."""
+        weight = self.params[name]
+        if weight.dtype == self.dtype:
+            return weight
+        version, copy = self._copies.get(name, (-1, None))
+        if version != weight._version or copy.device != weight.device:
+            copy = weight.detach().to(self.dtype).requires_grad_()
+            self._copies[name] = (weight._version, copy)
+        return copy
+
+    def product_copies(self) -> dict[str, torch.Tensor]:
+        """The current copies in the products' dtype, by parameter name (for :class:`StackedAdamW`)."""
+        return {name: self.product_weight(name) for name in self._copies}
+
+    def copies_written(self, name: str) -> None:
+        """The copy of ``name`` was rewritten with the parameter's new values (by :class:`StackedAdamW`)."""
+        self._copies[name] = (self.params[name]._version, self._copies[name][1])
 
     def _lstm(self, inputs: torch.Tensor, suffix: str) -> torch.Tensor:
         weights = self.lstm_weights(suffix)
@@ -148,14 +176,14 @@ def lstm_forward(inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch
                  reverse: bool = False, keep: bool = False,
                  workspace: Workspace | None = None) -> tuple[torch.Tensor, list[tuple[torch.Tensor, ...]]]:
     """Final hidden states ``(M, B, H)`` of one LSTM direction over time-major ``inputs`` ``(M, T, B, D)`` (matrix
-    products in the inputs' dtype, everything else in the weights'); with ``keep``, also every step's
+    products in the inputs' dtype, everything else in the biases' (float32)); with ``keep``, also every step's
     :func:`forward_step` outputs, in time order. The input gates go to ``workspace`` (one buffer per direction)."""
     models, steps, batch, _ = inputs.shape
     gates = (workspace or Workspace()).empty(f"gates{int(reverse)}", (models, steps, batch, weight_ih.shape[-1]),
                                              inputs.dtype, inputs.device)
     input_gates(inputs, weight_ih, bias, gates)
     weight_hh = weight_hh.to(inputs.dtype)
-    cell = torch.zeros(models, batch, weight_hh.shape[1], dtype=weight_ih.dtype, device=inputs.device)
+    cell = torch.zeros(models, batch, weight_hh.shape[1], dtype=bias.dtype, device=inputs.device)
     recurrent = torch.zeros_like(gates[:, 0])
     saved = [()] * steps
     order = range(steps - 1, -1, -1) if reverse else range(steps)
@@ -230,7 +258,7 @@ class StackedLSTM(torch.autograd.Function):
         hidden, saved = lstm_forward(inputs, weight_ih, weight_hh, bias, reverse, keep=True, workspace=workspace)
         # per step: gate activations, cell state, its tanh, hidden state in the products' dtype
         ctx.save_for_backward(inputs, weight_hh, *(tensor for step in saved for tensor in (*step[:3], step[4])))
-        ctx.reverse, ctx.workspace = reverse, workspace or Workspace()
+        ctx.reverse, ctx.workspace, ctx.dtypes = reverse, workspace or Workspace(), (weight_ih.dtype, bias.dtype)
         return hidden
 
     @staticmethod
@@ -238,7 +266,7 @@ class StackedLSTM(torch.autograd.Function):
         inputs, weight_hh, *saved = ctx.saved_tensors
         gates, cells, tanh_cells, hiddens = (saved[part::4] for part in range(4))
         models, steps, batch, _ = inputs.shape
-        dtype, low_dtype = weight_hh.dtype, inputs.dtype
+        low_dtype = inputs.dtype
         weight_hh_t = weight_hh.to(low_dtype).transpose(1, 2)
         # Step t's recurrent inputs are the states of the step before it in the forward order (zeros for the first).
         first, shift = (steps - 1, 1) if ctx.reverse else (0, -1)
@@ -260,7 +288,61 @@ class StackedLSTM(torch.autograd.Function):
         grad_hh = torch.bmm(previous.view(models, steps * batch, -1).transpose(1, 2), flat)
         ones = torch.ones(models, 1, steps * batch, dtype=low_dtype, device=inputs.device)
         grad_bias = torch.bmm(ones, flat)  # a product, not sum(dtype=float32), which would copy the whole tensor
-        return None, grad_ih.to(dtype), grad_hh.to(dtype), grad_bias.to(dtype), None, None
+        # in the weights' dtypes: no conversion for weights used through copies in the products' dtype
+        ih_dtype, bias_dtype = ctx.dtypes
+        return None, grad_ih.to(ih_dtype), grad_hh.to(weight_hh.dtype), grad_bias.to(bias_dtype), None, None
+
+
+def adamw_update(weight: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                 scalars: torch.Tensor, copy: torch.Tensor | None = None) -> None:
+    """One AdamW step of ``weight`` in place, as ``torch.optim.AdamW``'s (decoupled weight decay), from ``grad`` (any
+    float dtype); writes the new values into ``copy`` too (the weight in the products' dtype). ``scalars``: the decay
+    factor ``1 - lr * weight_decay``, ``1 - beta1``, ``beta2``, ``1 - beta2``, ``eps``, the step size
+    ``lr / (1 - beta1 ** t)`` and ``sqrt(1 - beta2 ** t)``, as a tensor (a changing Python float would recompile)."""
+    decay, one_minus_beta1, beta2, one_minus_beta2, eps, step_size, correction2_sqrt = scalars.unbind()
+    grad = grad.to(weight.dtype)
+    weight.mul_(decay)
+    exp_avg.lerp_(grad, one_minus_beta1)
+    exp_avg_sq.mul_(beta2).add_(one_minus_beta2 * grad * grad)
+    weight.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() / correction2_sqrt + eps))
+    if copy is not None:
+        copy.copy_(weight)
+
+
+class StackedAdamW:
+    """``torch.optim.AdamW`` for a :class:`StackedClassifier`: one :func:`adamw_update` pass per tensor (compiled by
+    :func:`fused`), which reads the gradient of a weight used through a lower-precision copy from that copy and
+    rewrites the copy. The float32 weights and AdamW's states follow AdamW's update exactly (the bfloat16 gradients
+    are what the float32 ones would be, converted); a model-stacked optimiser is elementwise, so each model is
+    updated as if alone."""
+
+    def __init__(self, stack: StackedClassifier, lr: float, weight_decay: float = 1e-2,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.stack, self.lr, self.weight_decay, self.betas, self.eps = stack, lr, weight_decay, betas, eps
+        self.steps = 0
+        self.state = {name: (torch.zeros_like(weight), torch.zeros_like(weight))
+                      for name, weight in stack.params.items()}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        beta1, beta2 = self.betas
+        values = [1 - self.lr * self.weight_decay, 1 - beta1, beta2, 1 - beta2, self.eps,
+                  self.lr / (1 - beta1 ** self.steps), math.sqrt(1 - beta2 ** self.steps)]
+        copies = self.stack.product_copies()
+        for name, weight in self.stack.params.items():
+            copy = copies.get(name)
+            grad = weight.grad if copy is None else copy.grad
+            if grad is None:
+                continue
+            scalars = torch.tensor(values, dtype=weight.dtype, device=weight.device)
+            fused("adamw_update", adamw_update)(weight, grad, *self.state[name], scalars, copy)
+            if copy is not None:
+                self.stack.copies_written(name)
+
+    def zero_grad(self) -> None:
+        for tensor in (*self.stack.params.values(), *self.stack.product_copies().values()):
+            tensor.grad = None
 
 
 def _is_bias(name: str) -> bool:
@@ -274,9 +356,9 @@ def _stacked_name(name: str) -> str:
 def project(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
              out: torch.Tensor | None = None) -> torch.Tensor:
     """``inputs @ weight + bias`` per model: ``(M or 1, R, D) x (M, D, G) -> (M, R, G)``, computed in the inputs' dtype
-    (bfloat16 inputs: bfloat16 weights, float32 accumulation) and returned in the weights' (into ``out`` if given,
+    (bfloat16 inputs: bfloat16 weights, float32 accumulation) and returned in the biases' (into ``out`` if given,
     for ``M`` inputs)."""
-    dtype = weight.dtype
+    dtype = bias.dtype
     weight, bias = weight.to(inputs.dtype), bias.to(inputs.dtype)
     if inputs.shape[0] == weight.shape[0]:
         if out is None:

@@ -56,3 +56,47 @@ def test_compiled_steps_equal_eager_steps_and_the_backward_step_is_the_gradient(
                                                                            grad_cell, torch.float32)
     torch.testing.assert_close(step_grads, pre.grad, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(previous_cell_grad, cell_in.grad, atol=1e-5, rtol=1e-5)
+
+
+def _stack_and_loss(dtype):
+    """A BLSTM stack of 3 models (6 features, hidden 4) with products in ``dtype``, and a loss closure on fixed data."""
+    from gestures_hub import GesturesConfig, GesturesForVideoClassification
+
+    torch.manual_seed(0)
+    models = [GesturesForVideoClassification(GesturesConfig(encoder="none", feature_dim=6, hidden_size=4,
+                                                            aggregation="blstm")) for _ in range(3)]
+    stack = stacked_model.StackedClassifier(models, dtype)
+    table = torch.randn(40, 6).to(dtype)
+    rows = torch.randint(0, 40, (3, 5, 4), generator=torch.Generator().manual_seed(1))
+    return stack, lambda: stack(table, rows).logsumexp(-1).sum()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_stacked_adamw_is_torch_adamw_and_keeps_the_product_copies_in_step(dtype):
+    """StackedAdamW on a stack whose products run in ``dtype`` (bfloat16: through copies of the LSTM matrices) gives
+    the float32 weights torch.optim.AdamW gives on the same stack using the weights converted at each product."""
+    mine, loss = _stack_and_loss(dtype)
+    reference, reference_loss = _stack_and_loss(dtype)
+    reference.dtype = torch.float32  # no copies: every product converts the float32 weights, as before copies existed
+    optimizer = stacked_model.StackedAdamW(mine, lr=1e-2, weight_decay=1e-2)
+    torch_optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=1e-2)
+    name = "gestures__aggregator__rnn__weight_ih_l0"
+    for _ in range(4):
+        loss().backward()
+        reference_loss().backward()
+        if dtype == torch.bfloat16:  # the gradient went to the copy, in bfloat16
+            assert mine.params[name].grad is None and mine.product_weight(name).grad.dtype == torch.bfloat16
+        optimizer.step()
+        optimizer.zero_grad()
+        torch_optimizer.step()
+        torch_optimizer.zero_grad()
+        for key, value in reference.params.items():
+            assert mine.params[key].dtype == torch.float32
+            torch.testing.assert_close(mine.params[key], value, atol=1e-6, rtol=1e-5)
+        copy = mine.product_weight(name)
+        assert copy.dtype == dtype and torch.equal(copy, mine.params[name].to(dtype))
+    assert not torch.equal(mine.params[name], _stack_and_loss(dtype)[0].params[name])  # the weights did move
+    # a weight changed outside the optimiser (e.g. the best epoch's loaded back) is copied again
+    with torch.no_grad():
+        mine.params[name].fill_(0.5)
+    assert torch.equal(mine.product_weight(name), torch.full_like(mine.params[name], 0.5).to(dtype))
