@@ -297,13 +297,14 @@ def _dense_lstm(bank: FeatureBank, table: torch.Tensor, stack: StackedClassifier
             models = torch.from_numpy(members[members < count])
             if len(models):
                 inputs = table[torch.from_numpy(rows[int(models[0])].ravel()).to(device)][None]
-                gates[models] = project(inputs, weight_ih[models], bias[models]).unflatten(1, (width, len(steps)))
+                gates[models] = project(inputs, weight_ih[models]).unflatten(1, (width, len(steps)))
         for offset, step in enumerate(steps):
             count, width = int(models_active[step]), int(active[step])
             inputs = gates[:count, :width, offset]
             products = (torch.zeros(inputs.shape, dtype=recurrent.dtype, device=device) if low is None else
                         torch.bmm(low[:count, :width], recurrent[:count]))
-            _, cell, _, hidden, low = fused("forward_step", forward_step)(inputs, products, cell[:count, :width])
+            _, cell, _, hidden, low = fused("forward_step", forward_step)(inputs, products, cell[:count, :width],
+                                                                          bias[:count])
             if int(step) in ends:
                 model, video = ends[int(step)]
                 final[model, video] = hidden[model, video]

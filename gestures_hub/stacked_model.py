@@ -148,13 +148,16 @@ class StackedClassifier(nn.Module):
         return lstm_forward(inputs, *weights, reverse=bool(suffix), workspace=self.workspace)[0]
 
 
-def forward_step(inputs: torch.Tensor, recurrent: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def forward_step(inputs: torch.Tensor, recurrent: torch.Tensor, cell: torch.Tensor,
+                 bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """One LSTM step's elementwise work for stacked models: from the input and recurrent parts of the pre-activations
-    ``(M, B, 4H)`` (gates i, f, o, g; in the matrix products' dtype) and the cell state ``(M, B, H)`` before the step
-    (zeros for the first), the gate activations ``(M, B, 4H)``, the new cell state, its tanh and the hidden state, all
-    in the cell's dtype (float32), and the hidden state in the recurrent part's dtype, for the next recurrent product.
-    tanh is computed as ``2 sigmoid(2x) - 1`` (one transcendental function for all gates: compiled, faster)."""
-    pre = (inputs.to(cell.dtype) + recurrent.to(cell.dtype)).unflatten(-1, (4, -1))
+    ``(M, B, 4H)`` (gates i, f, o, g; in the matrix products' dtype), the cell state ``(M, B, H)`` before the step
+    (zeros for the first) and the biases ``(M, 1, 4H)`` (added here, not in the input product: a product with a
+    bias first copies the bias into its whole output), the gate activations ``(M, B, 4H)``, the new cell state, its
+    tanh and the hidden state, all in the cell's dtype (float32), and the hidden state in the recurrent part's dtype,
+    for the next recurrent product. tanh is computed as ``2 sigmoid(2x) - 1`` (one transcendental function for all
+    gates: compiled, faster)."""
+    pre = (inputs.to(cell.dtype) + recurrent.to(cell.dtype) + bias).unflatten(-1, (4, -1))
     scale = torch.tensor([1.0, 1.0, 1.0, 2.0], dtype=cell.dtype, device=cell.device)[:, None]
     gates = torch.sigmoid(pre * scale) * scale - (scale - 1)
     in_gate, forget_gate, out_gate, candidate = gates.unbind(-2)
@@ -164,12 +167,13 @@ def forward_step(inputs: torch.Tensor, recurrent: torch.Tensor, cell: torch.Tens
     return gates.flatten(-2), new_cell, tanh_cell, hidden, hidden.to(recurrent.dtype)
 
 
-def input_gates(inputs: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """The input part of the pre-activations of time-major ``inputs`` ``(M, T, B, D)``, into ``out`` ``(M, T, B, 4H)``
-    in the inputs' dtype (bfloat16 products accumulate in float32 and are rounded once, as autocast's)."""
+def input_gates(inputs: torch.Tensor, weight_ih: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The input part of the pre-activations of time-major ``inputs`` ``(M, T, B, D)`` (without the biases), into
+    ``out`` ``(M, T, B, 4H)`` in the inputs' dtype (bfloat16 products accumulate in float32 and are rounded once, as
+    autocast's)."""
     models, steps, batch, dim = inputs.shape
-    return torch.baddbmm(bias.to(inputs.dtype), inputs.reshape(models, steps * batch, dim), weight_ih.to(inputs.dtype),
-                         out=out.view(models, steps * batch, -1)).view(out.shape)
+    return torch.bmm(inputs.reshape(models, steps * batch, dim), weight_ih.to(inputs.dtype),
+                     out=out.view(models, steps * batch, -1)).view(out.shape)
 
 
 def lstm_forward(inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias: torch.Tensor,
@@ -181,14 +185,14 @@ def lstm_forward(inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch
     models, steps, batch, _ = inputs.shape
     gates = (workspace or Workspace()).empty(f"gates{int(reverse)}", (models, steps, batch, weight_ih.shape[-1]),
                                              inputs.dtype, inputs.device)
-    input_gates(inputs, weight_ih, bias, gates)
+    input_gates(inputs, weight_ih, gates)
     weight_hh = weight_hh.to(inputs.dtype)
     cell = torch.zeros(models, batch, weight_hh.shape[1], dtype=bias.dtype, device=inputs.device)
     recurrent = torch.zeros_like(gates[:, 0])
     saved = [()] * steps
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for number, step in enumerate(order):
-        outputs = fused("forward_step", forward_step)(gates[:, step], recurrent, cell)
+        outputs = fused("forward_step", forward_step)(gates[:, step], recurrent, cell, bias)
         cell, low = outputs[1], outputs[-1]
         if keep:
             saved[step] = outputs
@@ -353,19 +357,13 @@ def _stacked_name(name: str) -> str:
     return name.replace(".", "__")
 
 
-def project(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-             out: torch.Tensor | None = None) -> torch.Tensor:
-    """``inputs @ weight + bias`` per model: ``(M or 1, R, D) x (M, D, G) -> (M, R, G)``, computed in the inputs' dtype
-    (bfloat16 inputs: bfloat16 weights, float32 accumulation) and returned in the biases' (into ``out`` if given,
-    for ``M`` inputs)."""
-    dtype = bias.dtype
-    weight, bias = weight.to(inputs.dtype), bias.to(inputs.dtype)
+def project(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``inputs @ weight (+ bias)`` per model: ``(M or 1, R, D) x (M, D, G) -> (M, R, G)``, computed in the inputs'
+    dtype (bfloat16 inputs: bfloat16 weights, float32 accumulation), returned in float32."""
+    weight = weight.to(inputs.dtype)
+    bias = None if bias is None else bias.to(inputs.dtype)
     if inputs.shape[0] == weight.shape[0]:
-        if out is None:
-            return torch.baddbmm(bias, inputs, weight).to(dtype)
-        if out.dtype == inputs.dtype:
-            return torch.baddbmm(bias, inputs, weight, out=out)
-        return out.copy_(torch.baddbmm(bias, inputs, weight))
-    models, dim, out = weight.shape
-    shared = inputs[0] @ weight.permute(1, 0, 2).reshape(dim, models * out)
-    return (shared.view(-1, models, out).transpose(0, 1) + bias).to(dtype)
+        return (torch.bmm(inputs, weight) if bias is None else torch.baddbmm(bias, inputs, weight)).float()
+    models, dim, width = weight.shape
+    shared = (inputs[0] @ weight.permute(1, 0, 2).reshape(dim, models * width)).view(-1, models, width).transpose(0, 1)
+    return (shared if bias is None else shared + bias).float()

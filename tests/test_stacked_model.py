@@ -36,20 +36,20 @@ def test_compiled_steps_equal_eager_steps_and_the_backward_step_is_the_gradient(
     monkeypatch.setattr(stacked_model, "_COMPILED", {})
     generator = torch.Generator().manual_seed(0)
     inputs, recurrent = (3 * torch.randn(3, 5, 16, generator=generator) for _ in range(2))
-    cell = torch.randn(3, 5, 4, generator=generator)
-    compiled = fused("forward_step", forward_step)(inputs, recurrent, cell)
+    cell, bias = torch.randn(3, 5, 4, generator=generator), torch.randn(3, 1, 16, generator=generator)
+    compiled = fused("forward_step", forward_step)(inputs, recurrent, cell, bias)
     assert not isinstance(stacked_model._COMPILED["forward_step"], stacked_model._FirstCall)  # compiled, kept
-    for got, expected in zip(compiled, forward_step(inputs, recurrent, cell), strict=True):
+    for got, expected in zip(compiled, forward_step(inputs, recurrent, cell, bias), strict=True):
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
     gates, new_cell, tanh_cell, hidden, _ = compiled
-    i, f, o, g = (inputs + recurrent).split(4, -1)
+    i, f, o, g = (inputs + recurrent + bias).split(4, -1)
     torch.testing.assert_close(new_cell, torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g), atol=1e-6,
                                rtol=1e-6)
     torch.testing.assert_close(hidden, torch.sigmoid(o) * torch.tanh(new_cell), atol=1e-6, rtol=1e-6)
     # backward_step against autograd through the same step
-    pre = (inputs + recurrent).requires_grad_()
+    pre = (inputs + recurrent + bias).requires_grad_()
     cell_in = cell.clone().requires_grad_()
-    _, out_cell, _, out_hidden, _ = forward_step(pre, torch.zeros_like(pre), cell_in)
+    _, out_cell, _, out_hidden, _ = forward_step(pre, torch.zeros_like(pre), cell_in, torch.zeros_like(bias))
     grad_hidden, grad_cell = torch.randn_like(out_hidden), torch.randn_like(out_cell)
     torch.autograd.backward([out_hidden, out_cell], [grad_hidden, grad_cell])
     step_grads, previous_cell_grad = fused("backward_step", backward_step)(gates, cell, tanh_cell, grad_hidden,
