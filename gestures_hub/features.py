@@ -432,8 +432,9 @@ class FeatureShardWriter:
         self.videos_per_shard = videos_per_shard
         self.world_size = world_size
         write_settings(self.out_dir, settings)
-        for stale in (self.out_dir / DATA_DIRNAME).glob(f".{SHARD_PREFIX}*.tmp"):
-            if _shard_index(stale.name.removeprefix(".").split(".")[0]) % world_size == rank:
+        # temporary files of shards (".train-*.tmp") and of their checksums ("..train-*.sha256.*.tmp") a killed run left
+        for stale in (self.out_dir / DATA_DIRNAME).glob(f".*{SHARD_PREFIX}*.tmp"):
+            if _shard_index(stale.name.lstrip(".").split(".")[0]) % world_size == rank:
                 stale.unlink(missing_ok=True)
         self.damaged = set_aside_damaged_shards(self.out_dir) if rank == 0 else {}
         self.done = completed_videos(self.out_dir)

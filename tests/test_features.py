@@ -111,6 +111,7 @@ def test_resume_with_writer(out_dir):
     assert F.completed_videos(out_dir) == {"a", "b", "c"}
 
     (out_dir / "data" / ".train-00002.parquet.stale.tmp").write_bytes(b"x")  # left by a killed run
+    (out_dir / "data" / "..train-00001.parquet.sha256.stale.tmp").write_bytes(b"x")  # a checksum's, killed mid-write
     writer = F.FeatureShardWriter(out_dir, settings(package_version="9.9"), videos_per_shard=2)
     assert writer.done == {"a", "b", "c"}
     assert not list((out_dir / "data").glob(".*.tmp"))
