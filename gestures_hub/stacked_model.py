@@ -218,6 +218,7 @@ def backward_step(gates: torch.Tensor, previous_cell: torch.Tensor, tanh_cell: t
 
 
 _COMPILED: dict[str, Any] = {}
+RECOMPILE_LIMIT = 64
 
 
 def fused(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -238,6 +239,9 @@ class _FirstCall:
     def __call__(self, *args: Any) -> Any:
         # inductor's C++ toolchain probe warns on every CPU-only machine that there is no CUDA runtime: not news here
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        # A grid worker meets more than dynamo's default 8 variants of a step (sizes 1, strides of dense evaluation's
+        # shrinking slices, one set per stack): past the limit it would silently run them eagerly, 2-3x slower.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         compiled = torch.compile(self.function, dynamic=True)
         try:
             result = compiled(*args)

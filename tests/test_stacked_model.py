@@ -39,6 +39,7 @@ def test_compiled_steps_equal_eager_steps_and_the_backward_step_is_the_gradient(
     cell, bias = torch.randn(3, 5, 4, generator=generator), torch.randn(3, 1, 16, generator=generator)
     compiled = fused("forward_step", forward_step)(inputs, recurrent, cell, bias)
     assert not isinstance(stacked_model._COMPILED["forward_step"], stacked_model._FirstCall)  # compiled, kept
+    assert torch._dynamo.config.recompile_limit >= stacked_model.RECOMPILE_LIMIT  # no silent eager fallback
     for got, expected in zip(compiled, forward_step(inputs, recurrent, cell, bias), strict=True):
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
     gates, new_cell, tanh_cell, hidden, _ = compiled
