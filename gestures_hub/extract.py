@@ -35,12 +35,15 @@ from .decode_workers import (
     failure_message,
 )
 from .features import LABEL_NAMES, FeatureSettings, FeatureShardWriter, atomic_write
+from .heap import release_free_heap
 from .model import GesturesForVideoClassification, GesturesVideoProcessor
 from .model.video_reader import DecodeReport, VideoError, VideoWarning, normalisation, probe_video
 from .presets import load_model
 from .rank_split import RankPlan, clear_parts, extract_parts, join_parts, plan_ranks
 from .torchcodec_decode import choose_decoder, stream_snippets
 
+TRIM_EVERY = 32
+"""Batches between two :func:`~gestures_hub.heap.release_free_heap` calls (about 20 s of work on a CPU)."""
 REQUIRED_COLUMNS = ("video", "patient", "seizure", "label")
 OPTIONAL_COLUMNS = ("view", "onset_bilateral", "synthetic")
 FAILURES_FILENAME = "failures.csv"
@@ -227,6 +230,7 @@ class SnippetEncoder:
     def __init__(self, model: GesturesForVideoClassification, runtime: Runtime, decoder: str = "pyav") -> None:
         self.config = model.config
         self.decoder = decoder
+        self.batches = 0  # encoded so far: every TRIM_EVERY, the heap's free memory goes back to the system
         self.processor = GesturesVideoProcessor(model.config)
         self.runtime = runtime
         self.model = model.gestures.to(runtime.device).eval()
@@ -242,6 +246,9 @@ class SnippetEncoder:
 
     @torch.inference_mode()
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        self.batches += 1
+        if self.batches % TRIM_EVERY == 0:
+            release_free_heap()
         return self._encode(pixel_values.to(self.runtime.device, non_blocking=True)).float().cpu()
 
     def _encode(self, snippets: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
