@@ -52,10 +52,10 @@ from gestures_hub.decode_workers import (
     auto_range_seconds,
     chunk_snippets_for,
 )
-from gestures_hub.extract import Runtime, SnippetEncoder, choose_runtime
 from gestures_hub.model.video_reader import iter_snippets, probe_video
 from gestures_hub.presets import load_model
 from gestures_hub.sample_videos import write_test_video
+from gestures_hub.snippet_encoder import Runtime, SnippetEncoder, choose_runtime
 
 
 def concatenate(source: Path, copies: int, target: Path) -> Path:

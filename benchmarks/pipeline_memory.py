@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from gestures_hub import GesturesForVideoClassification
-from gestures_hub.extract import native_bf16
 from gestures_hub.predict import DEMO_MODEL_DIR
 from gestures_hub.sample_videos import write_test_video
+from gestures_hub.snippet_encoder import native_bf16
 
 RUN = textwrap.dedent(
     """

@@ -4,8 +4,8 @@ Each worker (a forked process) decodes, resamples and squares frames with the mo
 (:func:`gestures_hub.model.video_reader.iter_frames`) and writes them as uint8 ``(size, size, 3)`` frames into slots of
 one shared-memory tensor, a chunk of whole snippets per slot; only small messages cross its pipe. The encoder
 process normalises the frames on its device, cuts the snippets and encodes them, so features equal those of
-:meth:`gestures_hub.extract.SnippetEncoder.video`. Each worker owns a few slots: memory is fixed whatever the length of
-the videos, and a worker waits for a slot when it is ahead of the encoder.
+:meth:`gestures_hub.snippet_encoder.SnippetEncoder.video`. Each worker owns a few slots: memory is fixed whatever the
+length of the videos, and a worker waits for a slot when it is ahead of the encoder.
 
 A long video is split into :class:`~gestures_hub.model.video_ranges.FrameRange` s on snippet boundaries, decoded in
 parallel (each from the keyframe before it); a range that cannot promise frames identical to a whole decode makes its
@@ -324,7 +324,7 @@ class DecodePool:
 
         ``encode(frames, n, stride)`` starts encoding the ``n`` snippets (one every ``stride`` frames) of uint8
         ``frames`` and returns a function giving their float32 CPU features; the frames may be reused once that
-        function has returned (:meth:`gestures_hub.extract.SnippetEncoder.submit`).
+        function has returned (:meth:`gestures_hub.snippet_encoder.SnippetEncoder.submit`).
         """
         self._videos: dict[int, _Video] = {}
         self._job_video: dict[int, int] = {}

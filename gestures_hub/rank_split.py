@@ -82,8 +82,8 @@ def plan_ranks(durations: Sequence[float | None], settings: DecodeSettings, rank
 def extract_parts(encoder, paths: Sequence[str | Path], ids: Sequence[str], parts: Sequence[Part], workers: int,
                   settings: DecodeSettings, out: Path, bar: tqdm) -> None:
     """Extract ``parts`` (of the videos at ``paths``, named ``ids``) with ``encoder``
-    (:class:`~gestures_hub.extract.SnippetEncoder`) into ``out``'s parts folder: with a decode pool of ``workers``
-    processes, or decoded in a thread of this one (0)."""
+    (:class:`~gestures_hub.snippet_encoder.SnippetEncoder`) into ``out``'s parts folder: with a decode pool of
+    ``workers`` processes, or decoded in a thread of this one (0)."""
     if workers:
         with DecodePool(workers, settings) as pool:
             for result in pool.run([(paths[part.video], list(part.ranges)) for part in parts], encoder.submit):

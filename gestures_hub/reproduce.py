@@ -16,8 +16,11 @@ Cost: for one protocol (60 settings x 10 folds x 400 epochs on the paper-shaped 
 ``benchmarks/train_grid.py``) the LSTM stacks dominate. Their matrix products (input projections and their weight
 gradients, which no exact reformulation avoids) run as one batched product per stack and step; their elementwise work
 runs as one compiled step forward and one backward per time step (:mod:`gestures_hub.stacked_model`), and mean pooling
-reads its snippets with ``embedding_bag``. Dense evaluation runs the models longest video first, so that a long
-recording's tail costs only the models still reading it.
+reads its snippets with ``embedding_bag``. AdamW is one compiled pass per tensor (:class:`StackedAdamW`), which also
+rewrites the bfloat16 copies of the LSTM matrices; denormal floats are flushed to zero while a stack trains
+(:func:`flushed_denormals`). Dense evaluation runs the models longest video first, so that a long recording's tail
+costs only the models still reading it. Measured: 980 s for the whole grid, 400 epochs, ``--workers 2``, on 2 cores
+with native bfloat16 (README, Benchmarks).
 ``--precision bf16`` runs the LSTM's matrix products (input projections, recurrent products and their gradients) on
 bfloat16 features, weights and gradients with float32 accumulation, as autocast would (weights, states, gates and
 optimiser stay float32): about twice as fast where the CPU has AVX-512 BF16/AMX, and on GPUs. ``auto`` (the default)
@@ -52,12 +55,12 @@ from scipy.stats import mannwhitneyu
 from tqdm.auto import tqdm
 
 from .arguments import PROTOCOLS, ReproduceArguments, from_namespace
-from .extract import native_bf16
 from .features import write_json
 from .intervals import Bootstrap
 from .losses import loss_norms, loss_weights, sample_losses
 from .metrics import SEIZURE_LEVEL, fold_metrics, format_estimate, format_value, markdown_table, summarize_folds
 from .sampling import parse_gamma
+from .snippet_encoder import native_bf16
 from .splits import cross_validation_folds
 from .stacked_model import StackedAdamW, StackedClassifier, forward_step, fused, lstm_directions, project
 from .train import new_model
@@ -206,7 +209,7 @@ def snippet_rows(bank: FeatureBank, videos: np.ndarray, indices: np.ndarray) -> 
 
 def compute_dtype(precision: str, device: torch.device | str) -> torch.dtype:
     """The dtype of the LSTM's matrix products: ``bf16``, ``fp32``, or ``auto`` (bfloat16 where the hardware computes
-    it natively, see :func:`gestures_hub.extract.native_bf16`)."""
+    it natively, see :func:`gestures_hub.snippet_encoder.native_bf16`)."""
     if precision == "auto":
         precision = "bf16" if native_bf16(torch.device(device)) else "fp32"
     return {"bf16": torch.bfloat16, "fp32": torch.float32}[precision]

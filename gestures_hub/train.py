@@ -77,7 +77,6 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
 from .arguments import TrainingArguments, from_namespace
-from .extract import auto_precision
 from .features import read_json_state, write_json
 from .finetune import VideoBank, freeze_batch_norm
 from .losses import loss_norms, loss_terms, loss_weights
@@ -86,6 +85,7 @@ from .model import detect_spread
 from .model.configuration_gestures import GesturesConfig
 from .model.modeling_gestures import GesturesForVideoClassification
 from .presets import load_model
+from .snippet_encoder import auto_precision
 from .splits import DEFAULT_MIN_SEIZURE_DURATION, cross_validation_folds
 from .training_data import (
     Bank,
@@ -480,8 +480,8 @@ def check_arguments(run: Run) -> None:
 
 
 def resolve_mixed_precision(mixed_precision: str, device: torch.device | None = None) -> str:
-    """Accelerate's ``mixed_precision``: ``auto`` is :func:`gestures_hub.extract.auto_precision` on GPUs (bf16 where
-    native, else fp16) and ``no`` on CPUs, where oneDNN's bfloat16 Conv3d weight gradients are intermittently
+    """Accelerate's ``mixed_precision``: ``auto`` is :func:`gestures_hub.snippet_encoder.auto_precision` on GPUs (bf16
+    where native, else fp16) and ``no`` on CPUs, where oneDNN's bfloat16 Conv3d weight gradients are intermittently
     non-finite (seen with torch 2.14 on a CPU with native bf16). ``device``: by default the one Accelerate picks."""
     if mixed_precision != "auto":
         return mixed_precision

@@ -11,7 +11,7 @@ Reproducible: fixed seeds and data (exact bits may differ across CPUs and thread
 2. pretrain the ``r2plus1d_tiny`` encoder end to end on snippets decoded once at 64x64, with a snippet-level target
    from the ground truth: "bilateral phase" (a TCS snippet between ``onset_bilateral`` and the end of the ictal
    movement) vs everything else;
-3. freeze it, extract features of every video with :class:`gestures_hub.extract.SnippetEncoder`;
+3. freeze it, extract features of every video with :class:`gestures_hub.snippet_encoder.SnippetEncoder`;
 4. train the BLSTM and classifier on whole snippet sequences with the video label plus a timeline target on the
    per-snippet logits (TCS from ``onset_bilateral`` on), so that ``snippet_logits`` show when the seizure spread;
 5. save the video-in model with ``save_pretrained``, a model card and the ``SYNTHETIC`` marker, with
@@ -37,13 +37,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from gestures_hub.extract import SnippetEncoder, choose_runtime
 from gestures_hub.features import write_json
 from gestures_hub.model import detect_spread
 from gestures_hub.model.familiarity import summarize_features
 from gestures_hub.model.modeling_gestures import GesturesForVideoClassification
 from gestures_hub.model.video_reader import iter_frames
 from gestures_hub.presets import get_config
+from gestures_hub.snippet_encoder import SnippetEncoder, choose_runtime
 from gestures_hub.synthetic import SeizureSpec, generate_cohort, render_video, sample_cohort, video_path
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "gestures_hub" / "demo_model"

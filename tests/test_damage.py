@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gestures_hub import GesturesForVideoClassification
-from gestures_hub.extract import SnippetEncoder, extract
+from gestures_hub.extract import extract
 from gestures_hub.features import load_features
 from gestures_hub.model import video_reader as video
 from gestures_hub.model.video_reader import (
@@ -29,6 +29,7 @@ from gestures_hub.model.video_reader import (
 )
 from gestures_hub.presets import get_config
 from gestures_hub.sample_videos import read_frame_index, write_test_video
+from gestures_hub.snippet_encoder import SnippetEncoder
 
 FPS = 15.0
 ENCODERS = {

@@ -16,10 +16,11 @@ from test_damage import jumping_mp4
 
 from gestures_hub import decode_workers
 from gestures_hub.decode_workers import DecodeSettings, auto_decode_workers, chunk_snippets_for
-from gestures_hub.extract import batch_for_memory, extract
+from gestures_hub.extract import extract
 from gestures_hub.model.video_ranges import FrameRange, merge_reports
 from gestures_hub.model.video_reader import DecodeReport, iter_frames
 from gestures_hub.sample_videos import write_test_video
+from gestures_hub.snippet_encoder import batch_for_memory
 
 MODEL = "tiny-videomae"  # 4-frame 32x32 snippets at 15 fps, random weights (seeded)
 

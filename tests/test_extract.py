@@ -21,11 +21,12 @@ from video_fixtures import BAD_KINDS, make_bad
 
 from gestures_hub import GesturesForVideoClassification
 from gestures_hub.cli import main
-from gestures_hub.extract import SnippetEncoder, choose_runtime, extract, read_manifest
+from gestures_hub.extract import extract, read_manifest
 from gestures_hub.features import completed_videos, read_settings, shard_paths
 from gestures_hub.model.video_reader import count_snippets
 from gestures_hub.presets import get_config
 from gestures_hub.sample_videos import write_test_video
+from gestures_hub.snippet_encoder import SnippetEncoder, choose_runtime
 
 DURATIONS = {"p1_s1.mp4": (2.0, 25), "p1_s2.mp4": (3.0, 30), "p2_s1.mp4": (2.6, 24)}
 

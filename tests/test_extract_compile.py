@@ -7,11 +7,10 @@ import argparse
 import pytest
 import torch
 
-from gestures_hub import GesturesForVideoClassification
-from gestures_hub import extract as extraction
+from gestures_hub import GesturesForVideoClassification, snippet_encoder
 from gestures_hub.commands import extract as extract_parser
-from gestures_hub.extract import SnippetEncoder, auto_compile, choose_runtime
 from gestures_hub.presets import get_config
+from gestures_hub.snippet_encoder import SnippetEncoder, auto_compile, choose_runtime
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def test_compile_modes_per_device():
 
 def test_a_faithful_compiled_encoder_is_kept(model, monkeypatch):
     """Dynamo really traces the encoder (eager backend: no C++ compilation in the test)."""
-    monkeypatch.setattr(extraction.torch, "compile", lambda function: torch._dynamo.optimize("eager")(function))
+    monkeypatch.setattr(snippet_encoder.torch, "compile", lambda function: torch._dynamo.optimize("eager")(function))
     eager = SnippetEncoder(model, choose_runtime("r3d_18", "cpu", "fp32"))
     compiled = SnippetEncoder(model, choose_runtime("r3d_18", "cpu", "fp32", compile="on"))
     for _ in range(2):
@@ -60,7 +59,7 @@ def test_a_faithful_compiled_encoder_is_kept(model, monkeypatch):
      "eagerly."),
 ])
 def test_an_unfaithful_or_failing_compiled_encoder_falls_back_to_eager(model, monkeypatch, compile_, message):
-    monkeypatch.setattr(extraction.torch, "compile", compile_)
+    monkeypatch.setattr(snippet_encoder.torch, "compile", compile_)
     eager = SnippetEncoder(model, choose_runtime("r3d_18", "cpu", "fp32"))
     compiled = SnippetEncoder(model, choose_runtime("r3d_18", "cpu", "fp32", compile="on"))
     with pytest.warns(UserWarning, match=message):

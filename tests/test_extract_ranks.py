@@ -18,12 +18,13 @@ from tqdm.auto import tqdm
 
 from gestures_hub import GesturesForVideoClassification
 from gestures_hub.decode_workers import DecodeSettings
-from gestures_hub.extract import SnippetEncoder, choose_runtime, extract
+from gestures_hub.extract import extract
 from gestures_hub.features import shard_paths
 from gestures_hub.model.video_reader import DecodeReport, iter_frames
 from gestures_hub.presets import get_config
 from gestures_hub.rank_split import extract_parts, join_parts, part_path, plan_ranks
 from gestures_hub.sample_videos import write_test_video
+from gestures_hub.snippet_encoder import SnippetEncoder, choose_runtime
 
 SETTINGS = DecodeSettings(15, 32, "crop_and_pad", frames_per_snippet=4, stride=2, chunk_snippets=8)  # tiny-videomae's
 

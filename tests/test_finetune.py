@@ -17,12 +17,12 @@ from video_fixtures import make_bad
 from gestures_hub import GesturesForVideoClassification, GesturesModel
 from gestures_hub import finetune as finetune_module
 from gestures_hub import train as train_module
-from gestures_hub.extract import auto_precision
 from gestures_hub.finetune import VideoBank, frame_cache_path
 from gestures_hub.model.video_reader import iter_frames, iter_snippets
 from gestures_hub.presets import get_config
 from gestures_hub.sample_videos import write_test_video
 from gestures_hub.sampling import segment_indices
+from gestures_hub.snippet_encoder import auto_precision
 from gestures_hub.train import TrainingArguments, resolve_mixed_precision, train
 
 HEAD_LR, ENCODER_LR = 2e-3, 1e-3

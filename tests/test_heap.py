@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import ctypes
-import importlib
 
 import torch
 
-from gestures_hub import GesturesForVideoClassification, heap
+from gestures_hub import GesturesForVideoClassification, heap, snippet_encoder
 from gestures_hub.presets import get_config
-
-extract = importlib.import_module("gestures_hub.extract")  # the module, not the function the package exports
 
 
 def test_release_free_heap_calls_glibc_malloc_trim_where_there_is_one(monkeypatch):
@@ -24,10 +21,11 @@ def test_release_free_heap_calls_glibc_malloc_trim_where_there_is_one(monkeypatc
 
 def test_the_snippet_encoder_trims_the_heap_every_trim_every_batches(monkeypatch):
     trims = []
-    monkeypatch.setattr(extract, "release_free_heap", lambda: trims.append(1))
-    monkeypatch.setattr(extract, "TRIM_EVERY", 3)
+    monkeypatch.setattr(snippet_encoder, "release_free_heap", lambda: trims.append(1))
+    monkeypatch.setattr(snippet_encoder, "TRIM_EVERY", 3)
     model = GesturesForVideoClassification(get_config("tiny-videomae")).eval()
-    encoder = extract.SnippetEncoder(model, extract.choose_runtime(model.config.encoder, "cpu", "fp32", batch_size=2))
+    runtime = snippet_encoder.choose_runtime(model.config.encoder, "cpu", "fp32", batch_size=2)
+    encoder = snippet_encoder.SnippetEncoder(model, runtime)
     snippets = torch.zeros(2, 3, model.config.frames_per_snippet, model.config.image_size, model.config.image_size)
     for count in range(1, 8):
         assert encoder(snippets).shape == (2, model.config.feature_dim)
