@@ -159,7 +159,7 @@ def flushed_denormals() -> Iterator[None]:
 
 
 def _train_stack(bank: FeatureBank, options: ReproduceArguments, spec: StackSpec, keep_model: bool) -> StackResult:
-    started = time.perf_counter(), time.process_time()
+    started = _clocks()
     device = bank.features.device
     sampler = SegmentSampler(bank, spec.num_segments)
     labels = torch.as_tensor(bank.labels, device=device)
@@ -176,18 +176,19 @@ def _train_stack(bank: FeatureBank, options: ReproduceArguments, spec: StackSpec
     val_labels, val_valid = labels[val_videos], torch.from_numpy(val_valid).to(device)
     best = BestEpochs(stack, val_videos.shape[1])
 
-    clocks = time.perf_counter, time.process_time
-    marks = [tuple(clock() for clock in clocks)]
+    training_started, first_epoch_done = _clocks(), None
     for epoch in range(options.epochs):
         stack_epoch(bank, table, options, spec, stack, optimizer, sampler, weights, epoch)
         with torch.no_grad():
             probabilities = stack(table, val_rows).softmax(-1)[..., 1]
         best.update(epoch + 1, stack, f1_scores(val_labels, probabilities, val_valid), probabilities)
-        if epoch == 0 or epoch == options.epochs - 1:
-            marks.append(tuple(clock() for clock in clocks))
+        first_epoch_done = first_epoch_done or _clocks()
     # the first epoch also compiles the fused steps (once per process) and touches new buffers: apart from the others
-    seconds = {f"{part}_{kind}": marks[last][k] - marks[first][k] for part, first, last in (("train", 0, -1),
-               ("first_epoch", 0, 1)) for k, kind in enumerate(("wall", "cpu"))}
+    training_done = _clocks()
+    seconds = {}
+    for k, kind in enumerate(("wall", "cpu")):
+        seconds[f"train_{kind}"] = training_done[k] - training_started[k]
+        seconds[f"first_epoch_{kind}"] = (first_epoch_done or training_done)[k] - training_started[k]
 
     last = stack if keep_model else None
     if keep_model:
@@ -200,6 +201,10 @@ def _train_stack(bank: FeatureBank, options: ReproduceArguments, spec: StackSpec
                      for m in range(len(spec.folds))]
     seconds |= {"wall": time.perf_counter() - started[0], "cpu": time.process_time() - started[1]}
     return StackResult(spec, best.epochs, probabilities, seconds, last)
+
+
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
 
 
 def snippet_rows(bank: FeatureBank, videos: np.ndarray, indices: np.ndarray) -> torch.Tensor:

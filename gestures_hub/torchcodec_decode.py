@@ -39,7 +39,7 @@ from .model.video_reader import (
     VideoError,
     _resample,
     _retime,
-    damage_warning,
+    finish_decoding,
     prefetch,
     probe_video,
     snippet_batches,
@@ -212,11 +212,7 @@ def iter_frames(
         position = {index: place for place, index in enumerate(unique)}
         for time, index in selected:
             yield time, squares[position[index]]
-    if not report.decoded_frames:
-        raise VideoError(path, "no frame could be decoded", "The file is truncated or damaged; re-export it.")
-    warning = damage_warning(report)
-    if warning is not None:
-        warnings.warn(warning, stacklevel=2)
+    finish_decoding(path, report)
 
 
 def _open(path: str | Path, device: torch.device | str, threads: int) -> Any:

@@ -456,11 +456,17 @@ def _decode(
             f"decoding failed after {report.decoded_seconds:.2f} s ({error})",
             "Re-encode it to H.264, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`.",
         ) from error
+    finish_decoding(info.path, report)
+
+
+def finish_decoding(path: str | Path, report: DecodeReport) -> None:
+    """After a whole decode of ``path``: ``VideoError`` if no frame came, a ``VideoWarning`` if ``report`` found
+    damage."""
     if not report.decoded_frames:
-        raise VideoError(info.path, "no frame could be decoded", "The file is truncated or damaged; re-export it.")
+        raise VideoError(path, "no frame could be decoded", "The file is truncated or damaged; re-export it.")
     warning = damage_warning(report)
     if warning is not None:
-        warnings.warn(warning, stacklevel=2)
+        warnings.warn(warning, stacklevel=3)
 
 
 def _frames(
