@@ -62,7 +62,7 @@ from .metrics import SEIZURE_LEVEL, fold_metrics, format_estimate, format_value,
 from .sampling import parse_gamma
 from .snippet_encoder import native_bf16
 from .splits import cross_validation_folds
-from .stacked_model import StackedAdamW, StackedClassifier, forward_step, fused, lstm_directions, project
+from .stacked_model import StackedAdamW, StackedClassifier, forward_step, fused, hidden_state, lstm_directions
 from .train import new_model
 from .training_data import FeatureBank, SegmentSampler, drop_short_videos, epoch_batches, epoch_draws
 
@@ -278,12 +278,17 @@ def _dense_lstm(bank: FeatureBank, table: torch.Tensor, stack: StackedClassifier
     """Final hidden states ``(M, V, H)`` of one direction over whole videos (``lengths`` 0 marks padding).
 
     Models run longest video first (a model's videos are sorted longest first), so that the models and videos still
-    running at a step are a prefix of each: a long recording's tail costs one model's work, not the stack's."""
-    order = np.argsort(-lengths[:, 0], kind="stable")
-    lengths, videos, folds = lengths[order], videos[order], [folds[m] for m in order]
+    running at a step are a prefix of each: a long recording's tail costs one model's work, not the stack's. The
+    models of one fold (same videos) sit side by side and project their inputs in one product, into the input
+    gates in the products' dtype, as in training."""
+    order = np.lexsort((folds, -lengths[:, 0]))
+    lengths, videos, folds = lengths[order], videos[order], np.asarray(folds)[order]
     weight_ih, weight_hh, bias = (weight[torch.from_numpy(order)] for weight in stack.lstm_weights(suffix))
-    recurrent = weight_hh.to(table.dtype)  # the recurrent product in the projections' dtype, as in training
-    groups = {fold: np.array([m for m, f in enumerate(folds) if f == fold]) for fold in set(folds)}
+    recurrent, width_ih = weight_hh.to(table.dtype), weight_ih.shape[-1]
+    firsts = [0, *(np.flatnonzero(np.diff(folds)) + 1)]
+    # per fold: its first and end model, and their input weights side by side (D, models x 4H)
+    groups = [(first, end, weight_ih[first:end].to(table.dtype).permute(1, 0, 2).flatten(1))
+              for first, end in zip(firsts, [*firsts[1:], len(folds)], strict=True)]
     running = (lengths[:, :, None] > np.arange(lengths.max()))
     active, models_active = running.sum(1).max(0), running[:, 0].sum(0)  # videos and models still running, per step
     device = bank.features.device
@@ -300,22 +305,21 @@ def _dense_lstm(bank: FeatureBank, table: torch.Tensor, stack: StackedClassifier
         if suffix:  # the reverse direction reads each video backwards from its own end
             positions = span - 1 - positions
         rows = bank.offsets[videos[:count, :width], None] + positions
-        gates = stack.workspace.empty("dense", (count, width, len(steps), weight_ih.shape[-1]), bias.dtype, device)
-        for members in groups.values():
-            models = torch.from_numpy(members[members < count])
-            if len(models):
-                inputs = table[torch.from_numpy(rows[int(models[0])].ravel()).to(device)][None]
-                gates[models] = project(inputs, weight_ih[models]).unflatten(1, (width, len(steps)))
+        projected = stack.workspace.empty("dense", (count, width, len(steps), width_ih), table.dtype, device)
+        for first, end, weights in groups:
+            if first < count:  # a fold's models finish together
+                inputs = table[torch.from_numpy(rows[first].ravel()).to(device)]
+                projected[first:end] = (inputs @ weights).view(width, len(steps), end - first, -1).permute(2, 0, 1, 3)
         for offset, step in enumerate(steps):
             count, width = int(models_active[step]), int(active[step])
-            inputs = gates[:count, :width, offset]
+            inputs = projected[:count, :width, offset]
             products = (torch.zeros(inputs.shape, dtype=recurrent.dtype, device=device) if low is None else
                         torch.bmm(low[:count, :width], recurrent[:count]))
-            _, cell, _, hidden, low = fused("forward_step", forward_step)(inputs, products, cell[:count, :width],
-                                                                          bias[:count])
+            gates, cell, tanh_cell, low = fused("forward_step", forward_step)(inputs, products, cell[:count, :width],
+                                                                                  bias[:count])
             if int(step) in ends:
                 model, video = ends[int(step)]
-                final[model, video] = hidden[model, video]
+                final[model, video] = hidden_state(gates[model, video], tanh_cell[model, video])
     out = torch.empty_like(final)
     out[torch.from_numpy(order)] = final
     return out

@@ -107,10 +107,9 @@ class StackedClassifier(nn.Module):
             pooled = torch.cat([self._lstm(inputs, suffix) for suffix in lstm_directions(self.aggregation)], dim=-1)
         return self.classify(pooled)
 
-    def classify(self, pooled: torch.Tensor, models: torch.Tensor | None = None) -> torch.Tensor:
-        """The classifier of each model (or of ``models``) on its ``(M, B, F)`` seizure representations."""
-        weight, bias = self.params["classifier__weight"], self.params["classifier__bias"]
-        return project(pooled, weight if models is None else weight[models], bias if models is None else bias[models])
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits ``(M, B, 2)`` of each model's classifier on its float32 ``(M, B, F)`` seizure representations."""
+        return torch.baddbmm(self.params["classifier__bias"], pooled, self.params["classifier__weight"])
 
     def lstm_weights(self, suffix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Input weights, recurrent weights (both in the products' dtype, :meth:`product_weight`) and summed float32
@@ -153,18 +152,22 @@ def forward_step(inputs: torch.Tensor, recurrent: torch.Tensor, cell: torch.Tens
     """One LSTM step's elementwise work for stacked models: from the input and recurrent parts of the pre-activations
     ``(M, B, 4H)`` (gates i, f, o, g; in the matrix products' dtype), the cell state ``(M, B, H)`` before the step
     (zeros for the first) and the biases ``(M, 1, 4H)`` (added here, not in the input product: a product with a
-    bias first copies the bias into its whole output), the gate activations ``(M, B, 4H)``, the new cell state, its
-    tanh and the hidden state, all in the cell's dtype (float32), and the hidden state in the recurrent part's dtype,
-    for the next recurrent product. tanh is computed as ``2 sigmoid(2x) - 1`` (one transcendental function for all
-    gates: compiled, faster)."""
+    bias first copies the bias into its whole output), the gate activations ``(M, B, 4H)``, the new cell state and its
+    tanh, all in the cell's dtype (float32), and the hidden state in the recurrent part's dtype, for the next recurrent
+    product (:func:`hidden_state` gives it in float32 where needed: not written at every step). tanh is computed as
+    ``2 sigmoid(2x) - 1`` (one transcendental function for all gates: compiled, faster)."""
     pre = (inputs.to(cell.dtype) + recurrent.to(cell.dtype) + bias).unflatten(-1, (4, -1))
     scale = torch.tensor([1.0, 1.0, 1.0, 2.0], dtype=cell.dtype, device=cell.device)[:, None]
     gates = torch.sigmoid(pre * scale) * scale - (scale - 1)
     in_gate, forget_gate, out_gate, candidate = gates.unbind(-2)
     new_cell = in_gate * candidate + forget_gate * cell
     tanh_cell = 2 * torch.sigmoid(2 * new_cell) - 1
-    hidden = out_gate * tanh_cell
-    return gates.flatten(-2), new_cell, tanh_cell, hidden, hidden.to(recurrent.dtype)
+    return gates.flatten(-2), new_cell, tanh_cell, (out_gate * tanh_cell).to(recurrent.dtype)
+
+
+def hidden_state(gates: torch.Tensor, tanh_cell: torch.Tensor) -> torch.Tensor:
+    """The hidden state (float32) from a step's :func:`forward_step` gate activations and cell tanh."""
+    return gates.unflatten(-1, (4, -1))[..., 2, :] * tanh_cell
 
 
 def input_gates(inputs: torch.Tensor, weight_ih: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -193,19 +196,21 @@ def lstm_forward(inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for number, step in enumerate(order):
         outputs = fused("forward_step", forward_step)(gates[:, step], recurrent, cell, bias)
-        cell, low = outputs[1], outputs[-1]
+        cell, low = outputs[1], outputs[3]
         if keep:
             saved[step] = outputs
         if number < steps - 1:
             recurrent = torch.bmm(low, weight_hh)
-    return outputs[3], saved
+    return hidden_state(outputs[0], outputs[2]), saved
 
 
 def backward_step(gates: torch.Tensor, previous_cell: torch.Tensor, tanh_cell: torch.Tensor, grad_hidden: torch.Tensor,
-                  grad_cell: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+                  grad_cell: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the LSTM's backward pass: from the step's gate activations ``(M, B, 4H)`` (i, f, o, g), the cell
     state before it, the tanh of the cell state after it and the gradients of its hidden and cell states, the
-    pre-activation gradients ``(M, B, 4H)`` in ``dtype`` (the recurrent and weight products') and the gradient of the
+    pre-activation gradients ``(M, B, 4H)`` in the dtype of ``out`` (the recurrent and weight products'), both written
+    into ``out`` (compiled, the kernel stores them there directly, e.g. into a view of every step's buffer) and
+    returned contiguous (for the recurrent product: a product copies a strided view first), and the gradient of the
     previous cell state. Elementwise only: :func:`fused` compiles it into one loop."""
     in_gate, forget_gate, out_gate, candidate = gates.unflatten(-1, (4, -1)).unbind(-2)
     grad_hidden = grad_hidden.to(tanh_cell.dtype)
@@ -214,7 +219,9 @@ def backward_step(gates: torch.Tensor, previous_cell: torch.Tensor, tanh_cell: t
                          cell * previous_cell * forget_gate * (1 - forget_gate),
                          grad_hidden * tanh_cell * out_gate * (1 - out_gate),
                          cell * in_gate * (1 - candidate * candidate)], dim=-2)
-    return grads.flatten(-2).to(dtype), cell * forget_gate
+    grads = grads.flatten(-2).to(out.dtype)
+    out.copy_(grads)
+    return grads, cell * forget_gate
 
 
 _COMPILED: dict[str, Any] = {}
@@ -265,7 +272,7 @@ class StackedLSTM(torch.autograd.Function):
                 reverse: bool, workspace: Workspace | None = None) -> torch.Tensor:
         hidden, saved = lstm_forward(inputs, weight_ih, weight_hh, bias, reverse, keep=True, workspace=workspace)
         # per step: gate activations, cell state, its tanh, hidden state in the products' dtype
-        ctx.save_for_backward(inputs, weight_hh, *(tensor for step in saved for tensor in (*step[:3], step[4])))
+        ctx.save_for_backward(inputs, weight_hh, *(tensor for step in saved for tensor in step))
         ctx.reverse, ctx.workspace, ctx.dtypes = reverse, workspace or Workspace(), (weight_ih.dtype, bias.dtype)
         return hidden
 
@@ -284,8 +291,7 @@ class StackedLSTM(torch.autograd.Function):
         for step in range(steps) if ctx.reverse else range(steps - 1, -1, -1):
             previous_cell = zeros if step == first else cells[step + shift]
             step_grads, grad_c = fused("backward_step", backward_step)(gates[step], previous_cell, tanh_cells[step],
-                                                                        grad_h, grad_c, low_dtype)
-            low[:, step] = step_grads
+                                                                        grad_h, grad_c, low[:, step])
             if step != first:
                 grad_h = torch.bmm(step_grads, weight_hh_t)
         flat = low.view(models, steps * batch, -1)
@@ -312,7 +318,8 @@ def adamw_update(weight: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor
     weight.mul_(decay)
     exp_avg.lerp_(grad, one_minus_beta1)
     exp_avg_sq.mul_(beta2).add_(one_minus_beta2 * grad * grad)
-    weight.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() / correction2_sqrt + eps))
+    # one division per element, not AdamW's two (sqrt(v) / correction2_sqrt): the pass is then memory-bound
+    weight.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() * (1 / correction2_sqrt) + eps))
     if copy is not None:
         copy.copy_(weight)
 
@@ -359,15 +366,3 @@ def _is_bias(name: str) -> bool:
 
 def _stacked_name(name: str) -> str:
     return name.replace(".", "__")
-
-
-def project(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``inputs @ weight (+ bias)`` per model: ``(M or 1, R, D) x (M, D, G) -> (M, R, G)``, computed in the inputs'
-    dtype (bfloat16 inputs: bfloat16 weights, float32 accumulation), returned in float32."""
-    weight = weight.to(inputs.dtype)
-    bias = None if bias is None else bias.to(inputs.dtype)
-    if inputs.shape[0] == weight.shape[0]:
-        return (torch.bmm(inputs, weight) if bias is None else torch.baddbmm(bias, inputs, weight)).float()
-    models, dim, width = weight.shape
-    shared = (inputs[0] @ weight.permute(1, 0, 2).reshape(dim, models * width)).view(-1, models, width).transpose(0, 1)
-    return (shared if bias is None else shared + bias).float()

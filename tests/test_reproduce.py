@@ -167,6 +167,6 @@ def test_bfloat16_projections_train_like_float32(tmp_path):
     weights = [torch.randn(2, *shape) for shape in ((6, 16), (4, 16), (1, 16))]  # 2 models, 6 features, hidden 4
     hidden, saved = lstm_forward(torch.randn(2, 5, 3, 6).bfloat16(), *weights, keep=True)
     assert hidden.dtype == torch.float32 and len(saved) == 5
-    for gates, cell, tanh_cell, state, product_input in saved:  # only the recurrent product's input is bfloat16
-        assert {gates.dtype, cell.dtype, tanh_cell.dtype, state.dtype} == {torch.float32}
+    for gates, cell, tanh_cell, product_input in saved:  # only the recurrent product's input is bfloat16
+        assert {gates.dtype, cell.dtype, tanh_cell.dtype} == {torch.float32}
         assert product_input.dtype == torch.bfloat16

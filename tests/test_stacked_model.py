@@ -42,7 +42,9 @@ def test_compiled_steps_equal_eager_steps_and_the_backward_step_is_the_gradient(
     assert torch._dynamo.config.recompile_limit >= stacked_model.RECOMPILE_LIMIT  # no silent eager fallback
     for got, expected in zip(compiled, forward_step(inputs, recurrent, cell, bias), strict=True):
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
-    gates, new_cell, tanh_cell, hidden, _ = compiled
+    gates, new_cell, tanh_cell, low = compiled
+    hidden = stacked_model.hidden_state(gates, tanh_cell)
+    assert torch.equal(low, hidden)  # float32 products: the recurrent product's input is the hidden state
     i, f, o, g = (inputs + recurrent + bias).split(4, -1)
     torch.testing.assert_close(new_cell, torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g), atol=1e-6,
                                rtol=1e-6)
@@ -50,12 +52,16 @@ def test_compiled_steps_equal_eager_steps_and_the_backward_step_is_the_gradient(
     # backward_step against autograd through the same step
     pre = (inputs + recurrent + bias).requires_grad_()
     cell_in = cell.clone().requires_grad_()
-    _, out_cell, _, out_hidden, _ = forward_step(pre, torch.zeros_like(pre), cell_in, torch.zeros_like(bias))
+    out_gates, out_cell, out_tanh, _ = forward_step(pre, torch.zeros_like(pre), cell_in, torch.zeros_like(bias))
+    out_hidden = stacked_model.hidden_state(out_gates, out_tanh)
     grad_hidden, grad_cell = torch.randn_like(out_hidden), torch.randn_like(out_cell)
     torch.autograd.backward([out_hidden, out_cell], [grad_hidden, grad_cell])
+    steps = torch.full((3, 2, 5, 16), float("nan"))  # written into a view of a buffer of every step's gradients
     step_grads, previous_cell_grad = fused("backward_step", backward_step)(gates, cell, tanh_cell, grad_hidden,
-                                                                           grad_cell, torch.float32)
+                                                                           grad_cell, steps[:, 1])
     torch.testing.assert_close(step_grads, pre.grad, atol=1e-5, rtol=1e-5)
+    assert torch.equal(steps[:, 1], step_grads)
+    assert steps[:, 0].isnan().all()  # nothing written beside the view
     torch.testing.assert_close(previous_cell_grad, cell_in.grad, atol=1e-5, rtol=1e-5)
 
 
