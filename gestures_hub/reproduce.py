@@ -19,8 +19,8 @@ runs as one compiled step forward and one backward per time step (:mod:`gestures
 reads its snippets with ``embedding_bag``. AdamW is one compiled pass per tensor (:class:`StackedAdamW`), which also
 rewrites the bfloat16 copies of the LSTM matrices; denormal floats are flushed to zero while a stack trains
 (:func:`flushed_denormals`). Dense evaluation runs the models longest video first, so that a long recording's tail
-costs only the models still reading it. Measured: 980 s for the whole grid, 400 epochs, ``--workers 2``, on 2 cores
-with native bfloat16 (README, Benchmarks).
+costs only the models still reading it. Measured: 980-981 s for the whole grid, 400 epochs, ``--workers 2``, on 2
+cores with native bfloat16 (README, Benchmarks).
 ``--precision bf16`` runs the LSTM's matrix products (input projections, recurrent products and their gradients) on
 bfloat16 features, weights and gradients with float32 accumulation, as autocast would (weights, states, gates and
 optimiser stay float32): about twice as fast where the CPU has AVX-512 BF16/AMX, and on GPUs. ``auto`` (the default)
@@ -315,8 +315,8 @@ def _dense_lstm(bank: FeatureBank, table: torch.Tensor, stack: StackedClassifier
             inputs = projected[:count, :width, offset]
             products = (torch.zeros(inputs.shape, dtype=recurrent.dtype, device=device) if low is None else
                         torch.bmm(low[:count, :width], recurrent[:count]))
-            gates, cell, tanh_cell, low = fused("forward_step", forward_step)(inputs, products, cell[:count, :width],
-                                                                                  bias[:count])
+            lstm_step = fused("forward_step", forward_step)
+            gates, cell, tanh_cell, low = lstm_step(inputs, products, cell[:count, :width], bias[:count])
             if int(step) in ends:
                 model, video = ends[int(step)]
                 final[model, video] = hidden_state(gates[model, video], tanh_cell[model, video])

@@ -318,7 +318,7 @@ def adamw_update(weight: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor
     weight.mul_(decay)
     exp_avg.lerp_(grad, one_minus_beta1)
     exp_avg_sq.mul_(beta2).add_(one_minus_beta2 * grad * grad)
-    # one division per element, not AdamW's two (sqrt(v) / correction2_sqrt): the pass is then memory-bound
+    # one division per element: AdamW's sqrt(v) / correction2_sqrt as a product by the reciprocal (a rounding apart)
     weight.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() * (1 / correction2_sqrt) + eps))
     if copy is not None:
         copy.copy_(weight)
