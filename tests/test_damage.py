@@ -265,17 +265,21 @@ def test_extraction_reports_the_damage_of_each_video(tiny_model: Path, tmp_path:
 
 
 def test_damage_reaches_predict_and_the_pipeline(tmp_path: Path) -> None:
-    """The damage record is in the pipeline's timeline output, predict's JSON and CSV, and on the plot."""
+    """The damage record is in the pipeline's timeline output (which predict reads), predict's JSON and CSV, and on
+    the plot; the reader warns about it too."""
     from gestures_hub.predict import DEMO_MODEL_DIR, predict_video, write_outputs
+    from gestures_hub.timeline import plot_timeline
 
     damaged, intact = jumping_mp4(tmp_path, from_packet_on=False), tmp_path / "source.mp4"
     model = GesturesForVideoClassification.from_pretrained(DEMO_MODEL_DIR).eval()
     assert predict_video(model, intact).damage == []
-    prediction = predict_video(model, damaged)
+    with pytest.warns(VideoWarning, match=r"timestamp jump\(s\)"):
+        prediction = predict_video(model, damaged)
     assert prediction.damage and "timestamp jump(s)" in prediction.damage[0]
     paths = write_outputs(prediction, tmp_path / "out", "jump")
     assert json.loads(paths["json"].read_text())["damage"] == prediction.damage
     assert f"# damaged video: {prediction.damage[0]}" in paths["csv"].read_text()
+    assert any(f"DAMAGED VIDEO: {prediction.damage[0]}" in text.get_text() for text in plot_timeline(prediction).texts)
 
 
 def test_memory_error_on_one_video_fails_only_that_one(
