@@ -345,12 +345,14 @@ class StackedAdamW:
         values = [1 - self.lr * self.weight_decay, 1 - beta1, beta2, 1 - beta2, self.eps,
                   self.lr / (1 - beta1 ** self.steps), math.sqrt(1 - beta2 ** self.steps)]
         copies = self.stack.product_copies()
+        scalars = None
         for name, weight in self.stack.params.items():
             copy = copies.get(name)
             grad = weight.grad if copy is None else copy.grad
             if grad is None:
                 continue
-            scalars = torch.tensor(values, dtype=weight.dtype, device=weight.device)
+            if scalars is None:  # all parameters are float32 on one device
+                scalars = torch.tensor(values, dtype=weight.dtype, device=weight.device)
             fused("adamw_update", adamw_update)(weight, grad, *self.state[name], scalars, copy)
             if copy is not None:
                 self.stack.copies_written(name)

@@ -45,3 +45,28 @@ def test_the_test_command_installs_chromium_gxx_and_ffmpeg_where_they_are_absent
     assert "installing chromium g++ ffmpeg with apt-get (needed by the tests)" in result.stderr
     assert log.read_text().splitlines() == ["update -qq", "install -y -qq chromium g++ ffmpeg"]
     assert "tests collected" in result.stdout or "test_splits.py" in result.stdout
+
+
+def test_the_test_command_alone_creates_the_environment_on_a_fresh_clone(tmp_path):
+    """On a clone without ``.venv``, scripts/test.sh creates it and installs the dev extra before running pytest (here
+    with a stand-in python3 whose venv's python logs what it is asked to run)."""
+    clone, bin_dir, log = tmp_path / "clone", tmp_path / "bin", tmp_path / "python.log"
+    (clone / "scripts").mkdir(parents=True)
+    (clone / "scripts" / "test.sh").write_text((REPO / "scripts" / "test.sh").read_text())
+    bin_dir.mkdir()
+    for tool in ("dirname", "chromium", "g++", "ffmpeg"):
+        (bin_dir / tool).symlink_to("/bin/true" if tool != "dirname" else
+                                    next(Path(d) / tool for d in ("/usr/bin", "/bin") if (Path(d) / tool).exists()))
+    venv_python = f'#!/bin/bash\\necho "venv python $*" >> {log}\\n'
+    (bin_dir / "python3").write_text(f'#!/bin/bash\necho "python3 $*" >> {log}\n'
+                                     f'/bin/mkdir -p "$3/bin" && printf \'{venv_python}\' > "$3/bin/python" '
+                                     f'&& /bin/chmod +x "$3/bin/python"\n')
+    (bin_dir / "python3").chmod(0o755)
+    result = subprocess.run(["/bin/bash", str(clone / "scripts" / "test.sh"), "-x"], cwd=tmp_path,
+                            env={**os.environ, "PATH": str(bin_dir)}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert log.read_text().splitlines() == ["python3 -m venv .venv",
+                                            "venv python -m pip install --quiet --upgrade pip",
+                                            "venv python -m pip install --quiet -e .[dev]",
+                                            "venv python -m pytest -q -x"]
+    assert (clone / ".venv" / "bin" / "python").is_file()
