@@ -18,9 +18,9 @@ gradients, which no exact reformulation avoids) run as one batched product per s
 runs as one compiled step forward and one backward per time step (:mod:`gestures_hub.stacked_model`), and mean pooling
 reads its snippets with ``embedding_bag``. AdamW is one compiled pass per tensor (:class:`StackedAdamW`), which also
 rewrites the bfloat16 copies of the LSTM matrices; denormal floats are flushed to zero while a stack trains
-(:func:`flushed_denormals`). Dense evaluation runs the models longest video first, so that a long recording's tail
-costs only the models still reading it. Measured: 980-981 s for the whole grid, 400 epochs, ``--workers 2``, on 2
-cores with native bfloat16 (README, Benchmarks).
+(:func:`gestures_hub.denormals.flushed_denormals`). Dense evaluation runs the models longest video first, so that a
+long recording's tail costs only the models still reading it. Measured: 980-981 s for the whole grid, 400 epochs,
+``--workers 2``, on 2 cores with native bfloat16 (README, Benchmarks).
 ``--precision bf16`` runs the LSTM's matrix products (input projections, recurrent products and their gradients) on
 bfloat16 features, weights and gradients with float32 accumulation, as autocast would (weights, states, gates and
 optimiser stay float32): about twice as fast where the CPU has AVX-512 BF16/AMX, and on GPUs. ``auto`` (the default)
@@ -41,9 +41,8 @@ import argparse
 import dataclasses
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -55,6 +54,7 @@ from scipy.stats import mannwhitneyu
 from tqdm.auto import tqdm
 
 from .arguments import PROTOCOLS, ReproduceArguments, from_namespace
+from .denormals import flushed_denormals
 from .features import write_json
 from .intervals import Bootstrap
 from .losses import loss_norms, loss_weights, sample_losses
@@ -137,28 +137,10 @@ class BestEpochs:
             self.epochs = [epoch if better else old for better, old in zip(improved.tolist(), self.epochs, strict=True)]
 
 
+@flushed_denormals()  # an epoch took 1.25-1.45x longer without (BLSTM-16: 1.54 vs 1.23 s, BLSTM-2: 0.45 vs 0.31)
 def train_stack(bank: FeatureBank, options: ReproduceArguments, spec: StackSpec,
                 keep_model: bool = False) -> StackResult:
     """Train the models of ``spec`` together for ``options.epochs`` epochs; evaluate their best epochs."""
-    with flushed_denormals():
-        return _train_stack(bank, options, spec, keep_model)
-
-
-@contextmanager
-def flushed_denormals() -> Iterator[None]:
-    """Flush denormal floats (below 1.2e-38) to zero on this thread meanwhile (``torch.set_flush_denormal``), then
-    restore the default. AdamW's second moments and the gradients of saturated gates reach them, and x86 CPUs compute
-    on them up to 100x slower: a stack's epoch took 1.25-1.45x longer without (BLSTM-16: 1.54 vs 1.23 s, BLSTM-2:
-    0.45 vs 0.31 s, one thread). No weight changes visibly (an update of such a value is below 1e-30)."""
-    supported = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if supported:
-            torch.set_flush_denormal(False)
-
-
-def _train_stack(bank: FeatureBank, options: ReproduceArguments, spec: StackSpec, keep_model: bool) -> StackResult:
     started = _clocks()
     device = bank.features.device
     sampler = SegmentSampler(bank, spec.num_segments)

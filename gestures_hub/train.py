@@ -77,6 +77,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
 from .arguments import TrainingArguments, from_namespace
+from .denormals import flushed_denormals
 from .features import read_json_state, write_json
 from .finetune import VideoBank, freeze_batch_norm
 from .losses import loss_norms, loss_terms, loss_weights
@@ -489,9 +490,11 @@ def resolve_mixed_precision(mixed_precision: str, device: torch.device | None = 
     return auto_precision(device) if device.type == "cuda" else "no"
 
 
+@flushed_denormals()
 def train(args: TrainingArguments, accelerator: Accelerator | None = None) -> dict[str, Any] | None:
     """Cross-validate, export the best model of each fold and a final model; returns ``metrics.json`` (None while
-    folds are missing or the run was stopped early)."""
+    folds are missing or the run was stopped early). Denormal floats are flushed to zero meanwhile
+    (:func:`gestures_hub.denormals.flushed_denormals`)."""
     accelerator = accelerator or Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision),
                                              step_scheduler_with_optimizer=False)
     bank = drop_short_videos(load_bank(args, accelerator), args.num_segments, args.drop_short)
