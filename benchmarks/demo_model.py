@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from gestures_hub.predict import load_predictor, predict_video
-from gestures_hub.synthetic import generate_cohort, render_video, sample_cohort
+from gestures_hub.synthetic import generate_cohort, sample_cohort
+from gestures_hub.synthetic_render import render_video
 
 TRAINING_SEED = 1000  # scripts/train_demo_model.py
 

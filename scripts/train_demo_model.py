@@ -44,7 +44,8 @@ from gestures_hub.model.modeling_gestures import GesturesForVideoClassification
 from gestures_hub.model.video_reader import iter_frames
 from gestures_hub.presets import get_config
 from gestures_hub.snippet_encoder import SnippetEncoder, choose_runtime
-from gestures_hub.synthetic import SeizureSpec, generate_cohort, render_video, sample_cohort, video_path
+from gestures_hub.synthetic import SeizureSpec, generate_cohort, sample_cohort, video_path
+from gestures_hub.synthetic_render import render_video
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "gestures_hub" / "demo_model"
 COHORT = {"n_patients": 50, "seed": 1000, "fps": 15, "size": (160, 120), "min_duration": 10.0, "max_duration": 40.0}

@@ -53,7 +53,8 @@ from gestures_hub.predict import (  # noqa: E402
     predict_video,
     video_pipeline,
 )
-from gestures_hub.synthetic import SeizureSpec, render_video, sample_cohort  # noqa: E402
+from gestures_hub.synthetic import SeizureSpec, sample_cohort  # noqa: E402
+from gestures_hub.synthetic_render import render_video  # noqa: E402
 from gestures_hub.timeline import plot_timeline  # noqa: E402
 
 logger = logging.getLogger("gestures-space")

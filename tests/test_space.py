@@ -10,7 +10,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from space_server import MAX_MB, MAX_MINUTES, SpaceServer, space_server
 
-from gestures_hub.synthetic import SeizureSpec, render_video
+from gestures_hub.synthetic import SeizureSpec
+from gestures_hub.synthetic_render import render_video
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from space_server import space_server
 
-from gestures_hub.synthetic import SeizureSpec, render_video
+from gestures_hub.synthetic import SeizureSpec
+from gestures_hub.synthetic_render import render_video
 
 pytestmark = pytest.mark.slow
 

@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 
 from gestures_hub.cli import main
-from gestures_hub.synthetic import (
-    MANIFEST_COLUMNS,
-    SeizureSpec,
-    generate_cohort,
-    render_video,
-    sample_cohort,
-)
+from gestures_hub.synthetic import MANIFEST_COLUMNS, SeizureSpec, generate_cohort, sample_cohort
+from gestures_hub.synthetic_render import render_video
 
 SMALL = {"width": 160, "height": 120, "fps": 25}
 
