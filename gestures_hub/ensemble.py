@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from .attach import HEAD_OPTIONS
 from .features import write_json
 from .model.configuration_gestures import GesturesEnsembleConfig
 from .model.familiarity import summarize_features
 from .model.modeling_gestures import GesturesEnsembleForVideoClassification, GesturesForVideoClassification
 from .presets import load_model
-from .train import ARGS_FILE, HEAD_OPTIONS, Run
+from .train import ARGS_FILE, Run
 from .training_data import FeatureBank
 from .training_report import CV_METRICS_FILE, FINAL_FEATURES, FINAL_VIDEO
 

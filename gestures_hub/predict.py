@@ -134,7 +134,7 @@ def load_predictor(spec: str | None = None) -> tuple[GesturesForVideoClassificat
     model, pretrained = load_model(DEMO_MODEL_DIR if spec is None else spec)
     if model.config.encoder == "none":
         raise ValueError(f"Model {str(spec)!r} takes precomputed features (encoder='none'); predicting from videos "
-                         "needs a model with an encoder (see gestures_hub.train.attach_encoder).")
+                         "needs a model with an encoder (see gestures_hub.attach.attach_encoder).")
     description = "embedded demo model (gestures_hub/demo_model)" if spec is None else str(spec)
     if not pretrained:
         description += " (RANDOM weights: predictions are meaningless)"

@@ -49,7 +49,8 @@ validation loss includes it, and each fold's ``results.json`` (then ``metrics.js
 
 The data (banks of features or videos, the snippet draws, the batches) is :mod:`gestures_hub.training_data`, the
 losses (``--loss``, ``--timeline-weight``) :mod:`gestures_hub.losses`, the report and the files of ``--output-dir``
-beside the models :mod:`gestures_hub.training_report`.
+beside the models :mod:`gestures_hub.training_report`, the head put behind an encoder (``final-video/``,
+``--train-encoder``) :mod:`gestures_hub.attach`.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
 from .arguments import TrainingArguments, from_namespace
+from .attach import attach_encoder
 from .denormals import flushed_denormals
 from .features import read_json_state, write_json
 from .finetune import VideoBank, freeze_batch_norm
@@ -85,7 +87,6 @@ from .metrics import SEIZURE_LEVEL, classification_metrics, fold_metrics, spread
 from .model import detect_spread
 from .model.configuration_gestures import GesturesConfig
 from .model.modeling_gestures import GesturesForVideoClassification
-from .presets import load_model
 from .snippet_encoder import auto_precision
 from .splits import DEFAULT_MIN_SEIZURE_DURATION, cross_validation_folds
 from .training_data import (
@@ -537,50 +538,6 @@ def train(args: TrainingArguments, accelerator: Accelerator | None = None) -> di
     (run.output_dir / "processes").mkdir(parents=True, exist_ok=True)
     write_json(run.output_dir / "processes" / f"process-{accelerator.process_index}.json", processes)
     return report if complete else None
-
-
-# Export ---------------------------------------------------------------------------------------------------------------
-
-HEAD_OPTIONS = ("aggregation", "hidden_size", "num_layers", "dropout", "num_segments", "gamma", "class_weights",
-                "id2label", "label2id")
-
-
-def attach_encoder(
-    feature_model: GesturesForVideoClassification | str | Path,
-    encoder: GesturesForVideoClassification | str | Path,
-    *,
-    encoder_weights: str | Path | None = None,
-    freeze_encoder: bool | None = None,
-) -> GesturesForVideoClassification:
-    """Put the aggregator and classifier of a model trained on features behind a snippet encoder.
-
-    ``encoder`` is a model with an encoder, or a preset name, folder or Hub id for
-    :func:`gestures_hub.presets.load_model` (``encoder_weights``: a checkpoint for the importers). The result takes
-    ``pixel_values`` (videos in, FOS/TCS out) and gives the same logits as ``feature_model`` on the encoder's features.
-    ``freeze_encoder`` overrides the encoder config's.
-    """
-    if not isinstance(feature_model, GesturesForVideoClassification):
-        feature_model = GesturesForVideoClassification.from_pretrained(str(feature_model))
-    if not isinstance(encoder, GesturesForVideoClassification):
-        encoder, _ = load_model(encoder, weights=encoder_weights)
-    elif encoder_weights is not None:
-        raise ValueError("encoder_weights only applies when the encoder is given by name or path.")
-    head, base = feature_model.config, encoder.config
-    if base.encoder == "none":
-        raise ValueError("The encoder model has no encoder (encoder='none').")
-    for name in ("feature_dim", "frames_per_snippet", "fps", "image_size", "frame_geometry"):
-        if getattr(head, name) != getattr(base, name):
-            raise ValueError(f"The features were made with {name}={getattr(head, name)}, the encoder uses "
-                             f"{getattr(base, name)}.")
-    frozen = {} if freeze_encoder is None else {"freeze_encoder": freeze_encoder}
-    synthetic = head.trained_on_synthetic_data or base.trained_on_synthetic_data  # either part's weights
-    config = GesturesConfig.from_dict({**base.to_dict(), **{name: getattr(head, name) for name in HEAD_OPTIONS},
-                                       **frozen, "trained_on_synthetic_data": synthetic})
-    model = GesturesForVideoClassification(config)
-    model.gestures.encoder.load_state_dict(encoder.gestures.encoder.state_dict())
-    model.gestures.aggregator.load_state_dict(feature_model.gestures.aggregator.state_dict())
-    model.classifier.load_state_dict(feature_model.classifier.state_dict())
-    return model.eval()
 
 
 # Command line ---------------------------------------------------------------------------------------------------------

@@ -24,11 +24,12 @@ from transformers import AutoModelForVideoClassification
 
 from gestures_hub import GesturesConfig, GesturesForVideoClassification
 from gestures_hub import train as train_module
+from gestures_hub.attach import attach_encoder
 from gestures_hub.cli import build_parser
 from gestures_hub.losses import loss_norms, loss_weights, sample_losses, timeline_losses
 from gestures_hub.model import detect_spread
 from gestures_hub.sampling import segment_indices, segment_ranges
-from gestures_hub.train import Run, TrainingArguments, attach_encoder, train
+from gestures_hub.train import Run, TrainingArguments, train
 from gestures_hub.training_data import FeatureBank, SegmentSampler, epoch_draws
 
 pytestmark = pytest.mark.usefixtures("one_thread")
