@@ -19,7 +19,7 @@ runs as one compiled step forward and one backward per time step (:mod:`gestures
 reads its snippets with ``embedding_bag``. AdamW is one compiled pass per tensor (:class:`StackedAdamW`), which also
 rewrites the bfloat16 copies of the LSTM matrices; denormal floats are flushed to zero while a stack trains
 (:func:`gestures_hub.denormals.flushed_denormals`). Dense evaluation runs the models longest video first, so that a
-long recording's tail costs only the models still reading it. Measured: 980-981 s for the whole grid, 400 epochs,
+long recording's tail costs only the models still reading it. Measured: 980-1014 s for the whole grid, 400 epochs,
 ``--workers 2``, on 2 cores with native bfloat16 (README, Benchmarks).
 ``--precision bf16`` runs the LSTM's matrix products (input projections, recurrent products and their gradients) on
 bfloat16 features, weights and gradients with float32 accumulation, as autocast would (weights, states, gates and
