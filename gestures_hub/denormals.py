@@ -18,9 +18,9 @@ def flushed_denormals() -> Iterator[None]:
     restore IEEE denormals; nests, and works as a decorator. ``GESTURES_FLUSH_DENORMALS=0`` keeps them throughout.
 
     As a model converges, its gradients and AdamW's moments reach such values, and x86 CPUs compute on them up to 100x
-    slower: ``gestures train``'s BLSTM epochs took 15x longer once the training loss neared zero, the grid's stacks
-    1.25-1.45x longer (``benchmarks/train_epochs.py``, :mod:`gestures_hub.reproduce`). No weight changes visibly (an
-    update of such a value is below 1e-30). GPUs are not affected."""
+    slower: ``gestures train``'s BLSTM epochs took 6x (2 threads) to 15x (1 thread) longer once the training loss
+    neared zero (``benchmarks/train_epochs.py``), the grid's stacks 1.25-1.45x longer (:mod:`gestures_hub.reproduce`).
+    No weight changes visibly (an update of such a value is below 1e-30). GPUs are not affected."""
     depth = getattr(_DEPTH, "value", 0)
     flush = depth == 0 and os.environ.get("GESTURES_FLUSH_DENORMALS", "1") != "0" and torch.set_flush_denormal(True)
     _DEPTH.value = depth + 1
