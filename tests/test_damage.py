@@ -170,6 +170,8 @@ def test_a_timestamp_jump_does_not_inflate_the_video(tmp_path: Path, from_packet
 
 
 def test_frames_flagged_corrupt_are_counted_and_warned(tmp_path: Path) -> None:
+    """Decoded with one thread: with FFmpeg's frame threads, which frames it flags corrupt varies from run to run
+    (3 or 4 of these 4, and in one suite run none)."""
     data = bytearray(write_clip(tmp_path / "clip.mp4", "h264", seconds=3, fps=30, size=(160, 120)).read_bytes())
     for position in np.random.default_rng(0).integers(len(data) // 10, len(data) // 2, 8):
         data[position] ^= 0x55
@@ -177,8 +179,8 @@ def test_frames_flagged_corrupt_are_counted_and_warned(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     report = DecodeReport()
     with pytest.warns(VideoWarning, match=r"\d+ frame\(s\) were decoded with errors \(FFmpeg flags them corrupt\)"):
-        frames = list(iter_frames(path, fps=FPS, size=16, report=report))
-    assert report.corrupt_frames > 0 and report.path == str(path)
+        frames = list(iter_frames(path, fps=FPS, size=16, report=report, threads=1))
+    assert report.corrupt_frames == 4 and report.path == str(path)
     assert len(frames) == 45  # the frames around the damage are all there
 
 
