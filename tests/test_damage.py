@@ -42,7 +42,8 @@ ENCODERS = {
 def write_clip(
     path: Path, codec: str, *, seconds: float = 1.2, fps: int = 15, size: tuple[int, int] = (32, 24)
 ) -> Path:
-    """A clip encoded straight from YUV planes (no colour conversion, bit-exact muxing): the same bytes on every run."""
+    """A clip encoded straight from YUV planes (no colour conversion, bit-exact muxing). Its bytes can differ slightly
+    from one process to another (seen after other tests had run): damage it by its packets, not by fixed offsets."""
     encoder, _, pix_fmt, options = ENCODERS[codec]
     width, height = size
     ramp = np.add.outer(np.arange(height * 3 // 2), np.arange(width)).astype(np.uint8)
@@ -170,17 +171,22 @@ def test_a_timestamp_jump_does_not_inflate_the_video(tmp_path: Path, from_packet
 
 
 def test_frames_flagged_corrupt_are_counted_and_warned(tmp_path: Path) -> None:
-    """Decoded with one thread: with FFmpeg's frame threads, which frames it flags corrupt varies from run to run
-    (3 or 4 of these 4, and in one suite run none)."""
-    data = bytearray(write_clip(tmp_path / "clip.mp4", "h264", seconds=3, fps=30, size=(160, 120)).read_bytes())
-    for position in np.random.default_rng(0).integers(len(data) // 10, len(data) // 2, 8):
-        data[position] ^= 0x55
+    """Bytes flipped inside eight inter-frame packets (found by demuxing: the clip's bytes differ slightly from process
+    to process), decoded with one thread (with FFmpeg's frame threads, which frames it flags varies from run to run)."""
+    clip = write_clip(tmp_path / "clip.mp4", "h264", seconds=3, fps=30, size=(160, 120))
+    with av.open(str(clip)) as container:
+        packets = [(packet.pos, packet.size) for packet in container.demux(video=0)
+                   if packet.size > 64 and not packet.is_keyframe]
+    data = bytearray(clip.read_bytes())
+    for position, size in packets[10:50:5]:
+        for offset in range(size // 4, size // 2, 9):
+            data[position + offset] ^= 0x55
     path = tmp_path / "flipped.mp4"
     path.write_bytes(bytes(data))
     report = DecodeReport()
     with pytest.warns(VideoWarning, match=r"\d+ frame\(s\) were decoded with errors \(FFmpeg flags them corrupt\)"):
         frames = list(iter_frames(path, fps=FPS, size=16, report=report, threads=1))
-    assert report.corrupt_frames == 4 and report.path == str(path)
+    assert report.corrupt_frames > 0 and report.path == str(path)
     assert len(frames) == 45  # the frames around the damage are all there
 
 
