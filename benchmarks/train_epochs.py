@@ -30,26 +30,17 @@ from gestures_hub.metrics import markdown_table
 
 def train_fold(features: Path, out_dir: Path, args: argparse.Namespace, flush: bool) -> tuple[pd.DataFrame, float]:
     """Train fold 0 in a fresh process; its per-epoch log and the wall time of the whole command."""
-    env = os.environ | {"GESTURES_FLUSH_DENORMALS": "1" if flush else "0", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-c", "import sys, torch; torch.set_num_threads(int(sys.argv[1])); "
-               "from gestures_hub.cli import main; sys.exit(main(sys.argv[2:]))", str(args.threads),
-               "train", "--features", str(features), "--output-dir", str(out_dir), "--fold", "0", "--no-final",
-               "--epochs", str(args.epochs), "--aggregation", args.aggregation, "--num-segments", str(args.segments)]
+    env = os.environ | {"GESTURES_FLUSH_DENORMALS": "1" if flush else "0", "HF_HUB_OFFLINE": "1",
+                        "OMP_NUM_THREADS": str(args.threads)}  # torch's thread count at start-up
+    command = [sys.executable, "-m", "gestures_hub", "train", "--features", str(features), "--output-dir", str(out_dir),
+               "--fold", "0", "--no-final", "--epochs", str(args.epochs), "--aggregation", args.aggregation,
+               "--num-segments", str(args.segments)]
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode:
         mode = "flushed" if flush else "kept"
         raise SystemExit(f"gestures train failed ({mode} denormals):\n{result.stderr[-3000:]}")
     return pd.read_csv(out_dir / "fold-0" / "log.csv"), time.perf_counter() - started
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what :mod:`platform` knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -63,7 +54,7 @@ def main() -> None:
     window = max(1, min(10, args.epochs // 3))
     with tempfile.TemporaryDirectory(prefix="gestures-train-epochs-") as tmp:
         features = args.features or make_dataset(Path(tmp) / "features")
-        print(f"{cpu_name()}, {os.cpu_count()} cores, torch threads {args.threads}; "
+        print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}; "
               f"fold 0 of {features}, {args.aggregation} with {args.segments} segments, {args.epochs} epochs")
         rows = []
         for flush in (True, False):
