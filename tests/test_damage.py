@@ -171,15 +171,16 @@ def test_a_timestamp_jump_does_not_inflate_the_video(tmp_path: Path, from_packet
 
 
 def test_frames_flagged_corrupt_are_counted_and_warned(tmp_path: Path) -> None:
-    """Bytes flipped inside eight inter-frame packets (found by demuxing: the clip's bytes differ slightly from process
-    to process), decoded with one thread (with FFmpeg's frame threads, which frames it flags varies from run to run)."""
+    """Every third byte of the last 70 % flipped in 35 inter-frame packets (found by demuxing: the clip's bytes differ
+    slightly from process to process; lighter damage was once not flagged at all in a whole-suite run), decoded with
+    one thread (with FFmpeg's frame threads, which frames it flags varies from run to run)."""
     clip = write_clip(tmp_path / "clip.mp4", "h264", seconds=3, fps=30, size=(160, 120))
     with av.open(str(clip)) as container:
         packets = [(packet.pos, packet.size) for packet in container.demux(video=0)
                    if packet.size > 64 and not packet.is_keyframe]
     data = bytearray(clip.read_bytes())
-    for position, size in packets[10:50:5]:
-        for offset in range(size // 4, size // 2, 9):
+    for position, size in packets[10:80:2]:
+        for offset in range(int(0.3 * size), size, 3):
             data[position + offset] ^= 0x55
     path = tmp_path / "flipped.mp4"
     path.write_bytes(bytes(data))
