@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gestures_hub import lstm_kernels
 from gestures_hub.arguments import ReproduceArguments
 from gestures_hub.features import FeatureSettings, FeatureShardWriter
 from gestures_hub.metrics import markdown_table
@@ -112,7 +113,10 @@ def main() -> None:
             precisions.append("fp32")  # the figure for CPUs without native bfloat16
         for precision in precisions:
             dtype = compute_dtype(precision, "cpu")
-            print(f"\n## LSTM matrix products in {dtype} (load average {os.getloadavg()[0]:.2f})")
+            kernels = dtype == torch.bfloat16 and lstm_kernels.extension() is not None
+            print(f"\n## LSTM matrix products in {dtype}, recurrence in "
+                  f"{'the C++ kernels (AMX)' if kernels else 'compiled Python steps'} "
+                  f"(load average {os.getloadavg()[0]:.2f})")
             started = time.perf_counter()
             results = run_grid(dataclasses.replace(options, precision=precision), bank)
             wall = time.perf_counter() - started

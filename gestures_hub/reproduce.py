@@ -266,10 +266,10 @@ def _dense_lstm(bank: FeatureBank, table: torch.Tensor, stack: StackedClassifier
     order = np.lexsort((folds, -lengths[:, 0]))
     lengths, videos, folds = lengths[order], videos[order], np.asarray(folds)[order]
     weight_ih, weight_hh, bias = (weight[torch.from_numpy(order)] for weight in stack.lstm_weights(suffix))
-    recurrent, width_ih = weight_hh.to(table.dtype), weight_ih.shape[-1]
+    recurrent, width_ih = weight_hh.to(table.dtype), weight_ih.shape[1]
     firsts = [0, *(np.flatnonzero(np.diff(folds)) + 1)]
     # per fold: its first and end model, and their input weights side by side (D, models x 4H)
-    groups = [(first, end, weight_ih[first:end].to(table.dtype).permute(1, 0, 2).flatten(1))
+    groups = [(first, end, weight_ih[first:end].to(table.dtype).flatten(0, 1).T)
               for first, end in zip(firsts, [*firsts[1:], len(folds)], strict=True)]
     running = (lengths[:, :, None] > np.arange(lengths.max()))
     active, models_active = running.sum(1).max(0), running[:, 0].sum(0)  # videos and models still running, per step

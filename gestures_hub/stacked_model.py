@@ -2,13 +2,13 @@
 
 All models of one stack share an aggregation and a number of segments; their weights carry a leading model dimension,
 so one batched matrix product computes all of their recurrent steps. :class:`StackedLSTM` has a hand-written backward
-pass that leaves only a few elementwise operations and one small product per time step; :class:`StackedAdamW` updates
-the stack in one compiled pass per tensor. Used by :mod:`gestures_hub.reproduce`.
+pass that leaves only a few elementwise operations and one small product per time step (on CPUs with AMX, both passes
+run as one C++ call per direction instead, :mod:`gestures_hub.lstm_kernels`); :class:`StackedAdamW` updates the stack
+in one compiled pass per tensor. Used by :mod:`gestures_hub.reproduce`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import warnings
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import lstm_kernels
 from .arguments import GRID_AGGREGATIONS
 from .model.modeling_gestures import GesturesForVideoClassification
 
@@ -54,7 +55,9 @@ class StackedClassifier(nn.Module):
     """``M`` feature-input GESTURES classifiers (mean, LSTM or BLSTM, one layer, no dropout) as stacked tensors.
 
     Parameters are named after :class:`~gestures_hub.GesturesForVideoClassification`'s, with a leading model
-    dimension and matrices stored transposed (inputs on the left); LSTM gates are stored as (i, f, o, g). They stay
+    dimension; the LSTM's input matrices keep PyTorch's layout ``(4H, D)`` (their gradients' products read their inputs
+    fastest that way), the other matrices are stored transposed (inputs on the left); LSTM gates are stored as
+    (i, f, o, g). They stay
     float32; with a lower ``dtype`` for the LSTM's matrix products (bfloat16), the LSTM matrices are used through
     copies in that dtype (:meth:`product_weight`), which receive the products' gradients in that dtype and which
     :class:`StackedAdamW` rewrites as it updates the weights: no per-step conversion passes over the largest tensors.
@@ -78,14 +81,19 @@ class StackedClassifier(nn.Module):
     def _to_stacked(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         if ".rnn." in name:
             tensor = tensor[_gate_order(self.hidden_size)]
-        return tensor[None].clone() if _is_bias(name) else tensor.T.contiguous()
+        if _is_bias(name):
+            return tensor[None].clone()
+        return tensor.clone() if _is_input_weight(name) else tensor.T.contiguous()
 
     def export(self, index: int) -> dict[str, torch.Tensor]:
         """The state dict of model ``index`` in :class:`GesturesForVideoClassification`'s layout."""
         state = {}
         for stacked, tensor in self.params.items():
             name = stacked.replace("__", ".")
-            tensor = tensor[index, 0] if _is_bias(name) else tensor[index].T
+            if _is_bias(name):
+                tensor = tensor[index, 0]
+            else:
+                tensor = tensor[index] if _is_input_weight(name) else tensor[index].T
             if ".rnn." in name:
                 tensor = tensor[torch.argsort(_gate_order(self.hidden_size))]
             state[name] = tensor.detach().contiguous().clone()
@@ -144,7 +152,7 @@ class StackedClassifier(nn.Module):
         weights = self.lstm_weights(suffix)
         if torch.is_grad_enabled():
             return StackedLSTM.apply(inputs, *weights, bool(suffix), self.workspace)
-        return lstm_forward(inputs, *weights, reverse=bool(suffix), workspace=self.workspace)[0]
+        return run_lstm(inputs, *weights, bool(suffix), self.workspace, keep=False)[0]
 
 
 def forward_step(inputs: torch.Tensor, recurrent: torch.Tensor, cell: torch.Tensor,
@@ -175,7 +183,7 @@ def input_gates(inputs: torch.Tensor, weight_ih: torch.Tensor, out: torch.Tensor
     ``out`` ``(M, T, B, 4H)`` in the inputs' dtype (bfloat16 products accumulate in float32 and are rounded once, as
     autocast's)."""
     models, steps, batch, dim = inputs.shape
-    return torch.bmm(inputs.reshape(models, steps * batch, dim), weight_ih.to(inputs.dtype),
+    return torch.bmm(inputs.reshape(models, steps * batch, dim), weight_ih.to(inputs.dtype).transpose(1, 2),
                      out=out.view(models, steps * batch, -1)).view(out.shape)
 
 
@@ -186,7 +194,7 @@ def lstm_forward(inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch
     products in the inputs' dtype, everything else in the biases' (float32)); with ``keep``, also every step's
     :func:`forward_step` outputs, in time order. The input gates go to ``workspace`` (one buffer per direction)."""
     models, steps, batch, _ = inputs.shape
-    gates = (workspace or Workspace()).empty(f"gates{int(reverse)}", (models, steps, batch, weight_ih.shape[-1]),
+    gates = (workspace or Workspace()).empty(f"gates{int(reverse)}", (models, steps, batch, weight_ih.shape[1]),
                                              inputs.dtype, inputs.device)
     input_gates(inputs, weight_ih, gates)
     weight_hh = weight_hh.to(inputs.dtype)
@@ -244,8 +252,7 @@ class _FirstCall:
         self.name, self.function = name, function
 
     def __call__(self, *args: Any) -> Any:
-        # inductor's C++ toolchain probe warns on every CPU-only machine that there is no CUDA runtime: not news here
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        lstm_kernels.quiet_toolchain_probe()
         # A grid worker meets more than dynamo's default 8 variants of a step (sizes 1, strides of dense evaluation's
         # shrinking slices, one set per stack): past the limit it would silently run them eagerly, 2-3x slower.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
@@ -264,47 +271,75 @@ class _FirstCall:
 
 class StackedLSTM(torch.autograd.Function):
     """:func:`lstm_forward` with a hand-written backward pass: one fused elementwise step (:func:`backward_step`) and
-    one small product per time step; the weight gradients of all steps come from one batched product each. Inputs get
-    no gradient."""
+    one small product per time step; the weight gradients of all steps come from one batched product each. Where
+    :func:`gestures_hub.lstm_kernels.supports` the inputs, both passes run as one C++ call per direction instead.
+    Inputs get no gradient."""
 
     @staticmethod
     def forward(ctx, inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias: torch.Tensor,
                 reverse: bool, workspace: Workspace | None = None) -> torch.Tensor:
-        hidden, saved = lstm_forward(inputs, weight_ih, weight_hh, bias, reverse, keep=True, workspace=workspace)
-        # per step: gate activations, cell state, its tanh, hidden state in the products' dtype
-        ctx.save_for_backward(inputs, weight_hh, *(tensor for step in saved for tensor in step))
-        ctx.reverse, ctx.workspace, ctx.dtypes = reverse, workspace or Workspace(), (weight_ih.dtype, bias.dtype)
+        workspace = workspace or Workspace()
+        hidden, saved, ctx.kernels = run_lstm(inputs, weight_ih, weight_hh, bias, reverse, workspace)
+        ctx.save_for_backward(inputs, weight_hh, *saved)
+        ctx.reverse, ctx.workspace, ctx.dtypes = reverse, workspace, (weight_ih.dtype, bias.dtype)
         return hidden
 
     @staticmethod
     def backward(ctx, grad_hidden: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         inputs, weight_hh, *saved = ctx.saved_tensors
-        gates, cells, tanh_cells, hiddens = (saved[part::4] for part in range(4))
-        models, steps, batch, _ = inputs.shape
-        low_dtype = inputs.dtype
-        weight_hh_t = weight_hh.to(low_dtype).transpose(1, 2)
-        # Step t's recurrent inputs are the states of the step before it in the forward order (zeros for the first).
-        first, shift = (steps - 1, 1) if ctx.reverse else (0, -1)
-        low = ctx.workspace.empty("grads", (models, steps, batch, gates[0].shape[-1]), low_dtype, inputs.device)
-        zeros = torch.zeros_like(cells[0])
-        grad_h, grad_c = grad_hidden, zeros
-        for step in range(steps) if ctx.reverse else range(steps - 1, -1, -1):
-            previous_cell = zeros if step == first else cells[step + shift]
-            step_grads, grad_c = fused("backward_step", backward_step)(gates[step], previous_cell, tanh_cells[step],
-                                                                        grad_h, grad_c, low[:, step])
-            if step != first:
-                grad_h = torch.bmm(step_grads, weight_hh_t)
-        flat = low.view(models, steps * batch, -1)
-        grad_ih = torch.bmm(inputs.reshape(models, steps * batch, -1).transpose(1, 2), flat)
-        # every step's recurrent input in time order, zeros for the first step (contiguous: no copy inside bmm)
-        nothing = [torch.zeros_like(hiddens[0])]
-        previous = torch.stack([*hiddens[1:], *nothing] if ctx.reverse else [*nothing, *hiddens[:-1]], 1)
-        grad_hh = torch.bmm(previous.view(models, steps * batch, -1).transpose(1, 2), flat)
-        ones = torch.ones(models, 1, steps * batch, dtype=low_dtype, device=inputs.device)
-        grad_bias = torch.bmm(ones, flat)  # a product, not sum(dtype=float32), which would copy the whole tensor
+        if ctx.kernels:
+            grads = lstm_kernels.backward(inputs, saved, weight_hh, grad_hidden, ctx.reverse, ctx.workspace)
+        else:
+            grads = _steps_backward(inputs, weight_hh, saved, grad_hidden, ctx.reverse, ctx.workspace)
         # in the weights' dtypes: no conversion for weights used through copies in the products' dtype
         ih_dtype, bias_dtype = ctx.dtypes
+        grad_ih, grad_hh, grad_bias = grads
         return None, grad_ih.to(ih_dtype), grad_hh.to(weight_hh.dtype), grad_bias.to(bias_dtype), None, None
+
+
+def run_lstm(inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias: torch.Tensor,
+             reverse: bool, workspace: Workspace, keep: bool = True) -> tuple[torch.Tensor, list[torch.Tensor], bool]:
+    """Final hidden states of one direction (:func:`lstm_forward`), what its backward pass needs (with ``keep``; the
+    C++ kernels always write it, into ``workspace``), and whether those kernels computed them
+    (:mod:`gestures_hub.lstm_kernels`)."""
+    if lstm_kernels.supports(inputs, weight_hh.shape[1]):
+        models, steps, batch, _ = inputs.shape
+        pre = workspace.empty(f"gates{int(reverse)}", (models, steps, batch, weight_ih.shape[1]), inputs.dtype,
+                              inputs.device)
+        hidden, saved = lstm_kernels.forward(input_gates(inputs, weight_ih, pre), weight_hh, bias, reverse, workspace)
+        return hidden, list(saved), True
+    hidden, steps = lstm_forward(inputs, weight_ih, weight_hh, bias, reverse, keep=keep, workspace=workspace)
+    return hidden, [tensor for step in steps for tensor in step], False
+
+
+def _steps_backward(inputs: torch.Tensor, weight_hh: torch.Tensor, saved: list[torch.Tensor],
+                    grad_hidden: torch.Tensor, reverse: bool,
+                    workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:class:`StackedLSTM`'s backward pass step by step, from :func:`lstm_forward`'s kept outputs ``saved``."""
+    gates, cells, tanh_cells, hiddens = (saved[part::4] for part in range(4))
+    models, steps, batch, _ = inputs.shape
+    low_dtype = inputs.dtype
+    weight_hh_t = weight_hh.to(low_dtype).transpose(1, 2)
+    # Step t's recurrent inputs are the states of the step before it in the forward order (zeros for the first).
+    first, shift = (steps - 1, 1) if reverse else (0, -1)
+    low = workspace.empty("grads", (models, steps, batch, gates[0].shape[-1]), low_dtype, inputs.device)
+    zeros = torch.zeros_like(cells[0])
+    grad_h, grad_c = grad_hidden, zeros
+    for step in range(steps) if reverse else range(steps - 1, -1, -1):
+        previous_cell = zeros if step == first else cells[step + shift]
+        step_grads, grad_c = fused("backward_step", backward_step)(gates[step], previous_cell, tanh_cells[step],
+                                                                    grad_h, grad_c, low[:, step])
+        if step != first:
+            grad_h = torch.bmm(step_grads, weight_hh_t)
+    flat = low.view(models, steps * batch, -1)
+    grad_ih = torch.bmm(flat.transpose(1, 2), inputs.reshape(models, steps * batch, -1))
+    # every step's recurrent input in time order, zeros for the first step (contiguous: no copy inside bmm)
+    nothing = [torch.zeros_like(hiddens[0])]
+    previous = torch.stack([*hiddens[1:], *nothing] if reverse else [*nothing, *hiddens[:-1]], 1)
+    grad_hh = torch.bmm(previous.view(models, steps * batch, -1).transpose(1, 2), flat)
+    ones = torch.ones(models, 1, steps * batch, dtype=low_dtype, device=inputs.device)
+    grad_bias = torch.bmm(ones, flat)  # a product, not sum(dtype=float32), which would copy the whole tensor
+    return grad_ih, grad_hh, grad_bias
 
 
 def adamw_update(weight: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
@@ -360,6 +395,10 @@ class StackedAdamW:
     def zero_grad(self) -> None:
         for tensor in (*self.stack.params.values(), *self.stack.product_copies().values()):
             tensor.grad = None
+
+
+def _is_input_weight(name: str) -> bool:
+    return ".weight_ih" in name
 
 
 def _is_bias(name: str) -> bool:

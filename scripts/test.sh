@@ -3,7 +3,8 @@
 # project's virtual environment, `.venv` (created with the dev extra when missing, as the README's first command
 # does, so that this command alone works on a fresh clone). System packages, with apt-get when missing: Debian's Chromium for
 # the Space's browser test (never `playwright install`, which downloads a browser build of its own), a C++
-# compiler (g++), which torch.compile needs for the grid's fused LSTM steps (without one they run eagerly, slower),
+# compiler (g++), which torch.compile needs for the grid's fused LSTM steps and which builds its C++ LSTM kernels
+# (without one they run eagerly, slower),
 # and FFmpeg (ffmpeg), whose shared libraries torchcodec's decoder loads and whose binary gradio's video input runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."

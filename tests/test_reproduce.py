@@ -141,7 +141,7 @@ def test_compare_settings_is_the_one_tailed_bonferroni_corrected_u_test():
 def test_the_hand_written_lstm_backward_is_the_gradient(reverse, steps):
     torch.manual_seed(0)
     inputs = torch.randn(3, steps, 4, 6, dtype=torch.float64)  # 3 models, time-major, 4 videos, 6 features
-    weights = [torch.randn(3, *shape, dtype=torch.float64, requires_grad=True) for shape in ((6, 12), (3, 12), (1, 12))]
+    weights = [torch.randn(3, *shape, dtype=torch.float64, requires_grad=True) for shape in ((12, 6), (3, 12), (1, 12))]
     assert torch.autograd.gradcheck(lambda *w: StackedLSTM.apply(inputs, *w, reverse), weights)
 
 
@@ -164,7 +164,7 @@ def test_bfloat16_projections_train_like_float32(tmp_path):
     # the weights' dtype) or LSTM states rounded to bfloat16 too. Those must stay float32:
     for result in results["bf16"]:
         assert {value.dtype for value in result.model.params.values()} == {torch.float32}
-    weights = [torch.randn(2, *shape) for shape in ((6, 16), (4, 16), (1, 16))]  # 2 models, 6 features, hidden 4
+    weights = [torch.randn(2, *shape) for shape in ((16, 6), (4, 16), (1, 16))]  # 2 models, 6 features, hidden 4
     hidden, saved = lstm_forward(torch.randn(2, 5, 3, 6).bfloat16(), *weights, keep=True)
     assert hidden.dtype == torch.float32 and len(saved) == 5
     for gates, cell, tanh_cell, product_input in saved:  # only the recurrent product's input is bfloat16
