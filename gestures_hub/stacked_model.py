@@ -57,10 +57,10 @@ class StackedClassifier(nn.Module):
     Parameters are named after :class:`~gestures_hub.GesturesForVideoClassification`'s, with a leading model
     dimension; the LSTM's input matrices keep PyTorch's layout ``(4H, D)`` (their gradients' products read their inputs
     fastest that way), the other matrices are stored transposed (inputs on the left); LSTM gates are stored as
-    (i, f, o, g). They stay
-    float32; with a lower ``dtype`` for the LSTM's matrix products (bfloat16), the LSTM matrices are used through
-    copies in that dtype (:meth:`product_weight`), which receive the products' gradients in that dtype and which
-    :class:`StackedAdamW` rewrites as it updates the weights: no per-step conversion passes over the largest tensors.
+    (i, f, o, g). They stay float32; with a lower ``dtype`` for the LSTM's matrix products (bfloat16), the LSTM
+    matrices are used through copies in that dtype (:meth:`product_weight`), which receive the products' gradients in
+    that dtype and which :class:`StackedAdamW` rewrites as it updates the weights: no per-step conversion passes over
+    the largest tensors.
     """
 
     def __init__(self, models: Sequence[GesturesForVideoClassification], dtype: torch.dtype = torch.float32) -> None:
@@ -291,9 +291,9 @@ class StackedLSTM(torch.autograd.Function):
             grads = lstm_kernels.backward(inputs, saved, weight_hh, grad_hidden, ctx.reverse, ctx.workspace)
         else:
             grads = _steps_backward(inputs, weight_hh, saved, grad_hidden, ctx.reverse, ctx.workspace)
+        grad_ih, grad_hh, grad_bias = grads
         # in the weights' dtypes: no conversion for weights used through copies in the products' dtype
         ih_dtype, bias_dtype = ctx.dtypes
-        grad_ih, grad_hh, grad_bias = grads
         return None, grad_ih.to(ih_dtype), grad_hh.to(weight_hh.dtype), grad_bias.to(bias_dtype), None, None
 
 
