@@ -48,12 +48,13 @@ def extension() -> ModuleType | None:
     quiet_toolchain_probe()  # before the import: it probes then
     from torch.utils.cpp_extension import load
 
-    logger.info("Building the grid's LSTM kernels (once per machine, about 30 s)")
+    logger.info("Loading the grid's LSTM kernels (built on first use, about 30 s, then cached)")
     try:
         with _ninja_on_path():
             return load("gestures_hub_lstm_kernels", sources=[str(SOURCE)], extra_cflags=FLAGS)
     except Exception as error:  # noqa: BLE001 - any build failure: the step-by-step path is the same model
-        message = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        lines = str(error).strip().splitlines() or [""]
+        message = next((line.strip() for line in lines if "error:" in line), lines[-1])  # the compiler's, if any
         warnings.warn(f"Building the C++ LSTM kernels failed ({type(error).__name__}: {message}); the grid runs its "
                       "step-by-step LSTM instead (slower). Set GESTURES_COMPILE=0 to skip compiling.", RuntimeWarning,
                       stacklevel=2)
