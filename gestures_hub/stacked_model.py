@@ -178,11 +178,13 @@ def hidden_state(gates: torch.Tensor, tanh_cell: torch.Tensor) -> torch.Tensor:
     return gates.unflatten(-1, (4, -1))[..., 2, :] * tanh_cell
 
 
-def input_gates(inputs: torch.Tensor, weight_ih: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """The input part of the pre-activations of time-major ``inputs`` ``(M, T, B, D)`` (without the biases), into
-    ``out`` ``(M, T, B, 4H)`` in the inputs' dtype (bfloat16 products accumulate in float32 and are rounded once, as
-    autocast's)."""
+def input_gates(inputs: torch.Tensor, weight_ih: torch.Tensor, reverse: bool, workspace: Workspace) -> torch.Tensor:
+    """The input part of the pre-activations of time-major ``inputs`` ``(M, T, B, D)`` (without the biases), ``(M, T,
+    B, 4H)`` in the inputs' dtype (bfloat16 products accumulate in float32 and are rounded once, as autocast's), in
+    ``workspace``'s buffer of this direction."""
     models, steps, batch, dim = inputs.shape
+    out = workspace.empty(f"gates{int(reverse)}", (models, steps, batch, weight_ih.shape[1]), inputs.dtype,
+                          inputs.device)
     return torch.bmm(inputs.reshape(models, steps * batch, dim), weight_ih.to(inputs.dtype).transpose(1, 2),
                      out=out.view(models, steps * batch, -1)).view(out.shape)
 
@@ -194,9 +196,7 @@ def lstm_forward(inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch
     products in the inputs' dtype, everything else in the biases' (float32)); with ``keep``, also every step's
     :func:`forward_step` outputs, in time order. The input gates go to ``workspace`` (one buffer per direction)."""
     models, steps, batch, _ = inputs.shape
-    gates = (workspace or Workspace()).empty(f"gates{int(reverse)}", (models, steps, batch, weight_ih.shape[1]),
-                                             inputs.dtype, inputs.device)
-    input_gates(inputs, weight_ih, gates)
+    gates = input_gates(inputs, weight_ih, reverse, workspace or Workspace())
     weight_hh = weight_hh.to(inputs.dtype)
     cell = torch.zeros(models, batch, weight_hh.shape[1], dtype=bias.dtype, device=inputs.device)
     recurrent = torch.zeros_like(gates[:, 0])
@@ -303,10 +303,8 @@ def run_lstm(inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Ten
     C++ kernels always write it, into ``workspace``), and whether those kernels computed them
     (:mod:`gestures_hub.lstm_kernels`)."""
     if lstm_kernels.supports(inputs, weight_hh.shape[1]):
-        models, steps, batch, _ = inputs.shape
-        pre = workspace.empty(f"gates{int(reverse)}", (models, steps, batch, weight_ih.shape[1]), inputs.dtype,
-                              inputs.device)
-        hidden, saved = lstm_kernels.forward(input_gates(inputs, weight_ih, pre), weight_hh, bias, reverse, workspace)
+        pre = input_gates(inputs, weight_ih, reverse, workspace)
+        hidden, saved = lstm_kernels.forward(pre, weight_hh, bias, reverse, workspace)
         return hidden, list(saved), True
     hidden, steps = lstm_forward(inputs, weight_ih, weight_hh, bias, reverse, keep=keep, workspace=workspace)
     return hidden, [tensor for step in steps for tensor in step], False

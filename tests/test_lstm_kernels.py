@@ -5,6 +5,7 @@ import os
 import shutil
 import warnings
 
+import ninja
 import pytest
 import torch
 
@@ -104,7 +105,7 @@ def test_the_ninja_package_is_put_on_path_for_the_build_only(monkeypatch, tmp_pa
     monkeypatch.setenv("PATH", str(tmp_path))  # no ninja there
     with lstm_kernels._ninja_on_path():
         found = shutil.which("ninja")
-    assert found is not None and found.startswith(__import__("ninja").BIN_DIR)
+    assert found is not None and found.startswith(ninja.BIN_DIR)
     assert os.environ["PATH"] == str(tmp_path)
 
 
